@@ -1,0 +1,231 @@
+"""The bundle contract: a folder (or .tar.gz) that carries a model from the host to the device.
+
+A bundle holds ``manifest.json``, ``model.onnx``, ``reference.npz`` and optionally ``calib.npz``.
+The manifest records what the model is, how it was pruned, what it costs and the sha256 of every
+other file, so the device can refuse a bundle that was damaged or tampered with on the way.
+
+This module must import without torch (the device has none): it uses only the standard library
+and numpy.
+
+Example manifest (abridged)::
+
+    {"schema_version": 1, "name": "nm-2:4", "precision": "fp32",
+     "model": {"spec": "digits-resnet", "pattern": "nm", "summary": {...}},
+     "inputs": [{"name": "input", "shape": ["batch", 1, 32, 32], "dtype": "float32"}],
+     "outputs": [{"name": "logits", "shape": ["batch", 10], "dtype": "float32"}],
+     "sparsity": {"pattern": "nm", "layers": [...]}, "cost": {...}, "parity": {...},
+     "files": {"model.onnx": "<sha256>", "reference.npz": "<sha256>"}, "tool_versions": {...}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from edgeprune.errors import BundleError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.onnx"
+REFERENCE_FILE = "reference.npz"
+
+# Fields every schema-1 manifest must carry, with the type each must have.
+REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "schema_version": int,
+    "name": str,
+    "precision": str,
+    "model": dict,
+    "inputs": list,
+    "outputs": list,
+    "sparsity": dict,
+    "cost": dict,
+    "parity": dict,
+    "files": dict,
+    "tool_versions": dict,
+}
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    """Return the hex sha256 of a file, read in chunks so large engines do not fill memory."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def validate_manifest(manifest: Mapping[str, Any]) -> None:
+    """Check a manifest against schema 1.
+
+    Raises:
+        BundleError: naming the first missing or mistyped field, or an unknown schema version.
+    """
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"manifest schema_version {version!r} is not supported (this edgeprune reads {SCHEMA_VERSION}); "
+            "repackage the model with a matching edgeprune version"
+        )
+    for field, kind in REQUIRED_FIELDS.items():
+        if field not in manifest:
+            raise BundleError(f"manifest is missing the field '{field}': repackage the model")
+        if not isinstance(manifest[field], kind):
+            raise BundleError(f"manifest field '{field}' has the wrong type: repackage the model")
+    if manifest["precision"] not in PRECISIONS:
+        raise BundleError(f"manifest precision {manifest['precision']!r} is not one of {PRECISIONS}")
+    if MODEL_FILE not in manifest["files"]:
+        raise BundleError(f"manifest lists no {MODEL_FILE}: repackage the model")
+    for name in manifest["files"]:
+        if not _is_plain_name(name):
+            raise BundleError(f"manifest names an unsafe file path {name!r}")
+
+
+def _is_plain_name(name: str) -> bool:
+    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
+
+
+def write_bundle(directory: Path, manifest: dict[str, Any], files: Mapping[str, Path]) -> Path:
+    """Write a bundle atomically: build it in a temporary sibling folder, then rename it into place.
+
+    Args:
+        directory: the bundle folder to create; an existing bundle there is replaced only once the
+            new one is complete, so a failure leaves the old one untouched.
+        manifest: every field but ``files`` and ``schema_version``, which this function fills in.
+        files: bundle file name -> source path; each is copied and hashed.
+
+    Raises:
+        BundleError: if the finished manifest does not validate.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        hashes: dict[str, str] = {}
+        for name, source in files.items():
+            target = staging / name
+            shutil.copyfile(source, target)
+            hashes[name] = sha256_file(target)
+        full = {"schema_version": SCHEMA_VERSION, **manifest, "files": hashes}
+        validate_manifest(full)
+        (staging / MANIFEST).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+        if directory.exists():
+            shutil.rmtree(directory)
+        staging.rename(directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def read_manifest(directory: Path, verify: bool = True) -> dict[str, Any]:
+    """Read and validate a bundle's manifest, and by default verify every file's checksum.
+
+    Raises:
+        BundleError: the folder is not a bundle, the manifest is malformed, or a checksum fails.
+    """
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{directory} is not a bundle: it has no {MANIFEST} (make one with `edgeprune package`)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BundleError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path} must hold a JSON object")
+    validate_manifest(manifest)
+    if verify:
+        verify_files(directory, manifest)
+    return manifest
+
+
+def verify_files(directory: Path, manifest: Mapping[str, Any]) -> None:
+    """Check that every file the manifest lists exists and matches its sha256.
+
+    Raises:
+        BundleError: naming the first file that is missing or whose checksum does not match.
+    """
+    for name, expected in manifest["files"].items():
+        path = Path(directory) / name
+        if not path.is_file():
+            raise BundleError(f"bundle file {name} is missing from {directory}")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise BundleError(
+                f"bundle file {name} fails its checksum (expected {expected[:12]}…, got {actual[:12]}…): "
+                "the bundle was modified or damaged; package it again"
+            )
+
+
+def pack_bundle(directory: Path, archive: Path) -> Path:
+    """Pack a verified bundle folder into a ``.tar.gz`` whose members sit at the archive root."""
+    manifest = read_manifest(directory)
+    archive = Path(archive)
+    tmp = archive.with_name(archive.name + ".part")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for name in [MANIFEST, *sorted(manifest["files"])]:
+            tar.add(Path(directory) / name, arcname=name, recursive=False)
+    tmp.replace(archive)
+    return archive
+
+
+def unpack_bundle(data: bytes | Path, dest: Path, max_bytes: int = 512 << 20) -> dict[str, Any]:
+    """Safely extract a bundle archive into ``dest`` and verify it.
+
+    Only regular files with plain names at the archive root are accepted: absolute paths, ``..``,
+    folders, links and device files are refused before anything is written, so a hostile archive
+    cannot write outside ``dest``. Nothing is unpickled.
+
+    Args:
+        data: the archive bytes, or a path to it.
+        dest: a folder that must not exist yet; on any failure it is removed again.
+        max_bytes: refuse archives whose members add up to more than this.
+
+    Raises:
+        BundleError: the archive is unreadable, truncated, unsafe, too large or fails its checksums.
+    """
+    dest = Path(dest)
+    if dest.exists():
+        raise BundleError(f"{dest} already exists")
+    raw = Path(data).read_bytes() if isinstance(data, Path) else data
+    try:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as tar:
+            members = tar.getmembers()
+            total = 0
+            for member in members:
+                if not member.isfile():
+                    raise BundleError(f"archive member {member.name!r} is not a regular file (links and folders are refused)")
+                if not _is_plain_name(member.name) or os.path.isabs(member.name):
+                    raise BundleError(f"archive member {member.name!r} has an unsafe path")
+                total += member.size
+                if total > max_bytes:
+                    raise BundleError(f"archive unpacks to more than {max_bytes} bytes")
+            dest.mkdir(parents=True)
+            try:
+                for member in members:
+                    source = tar.extractfile(member)
+                    if source is None:
+                        raise BundleError(f"archive member {member.name!r} cannot be read")
+                    with (dest / member.name).open("wb") as out:
+                        shutil.copyfileobj(source, out)
+                return read_manifest(dest)
+            except BaseException:
+                shutil.rmtree(dest, ignore_errors=True)
+                raise
+    except (tarfile.TarError, EOFError, OSError, _zlib_error()) as err:
+        raise BundleError(f"archive is not a readable .tar.gz (truncated or corrupt?): {err}") from err
+
+
+def _zlib_error() -> type[Exception]:
+    import zlib
+
+    return zlib.error

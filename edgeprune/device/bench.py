@@ -1,0 +1,184 @@
+"""Benchmark bundles on this machine and produce result records (the contract of DESIGN.md).
+
+For each bundle: verify its checksums, re-check its outputs against ``reference.npz`` (a wrong
+model measured fast is worth nothing), then time it at every batch size. A baseline bundle, when
+given, is timed in the same run, interleaved with each variant, so measured speedup compares like
+with like. Power and energy are ``null`` with a reason unless a sensor is wired in: never guessed.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeprune import bundle as bundle_mod
+from edgeprune.device import provenance
+from edgeprune.device.measure import MeasureConfig, measure_interleaved, summarize
+from edgeprune.device.runners.ort import OrtRunner
+from edgeprune.errors import BundleError
+
+RESULT_SCHEMA_VERSION = 1
+BASELINE = "baseline"
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """What to measure.
+
+    Attributes:
+        bundles: bundle folders to measure.
+        baseline: the dense bundle the variants are compared with, or None.
+        batch_sizes: each bundle is timed at each of these.
+        config: warm-up and stopping rule.
+    """
+
+    bundles: Sequence[Path]
+    baseline: Path | None = None
+    batch_sizes: Sequence[int] = (1,)
+    config: MeasureConfig = MeasureConfig()
+
+
+def check_reference(bundle_dir: Path, manifest: dict[str, Any], runner: OrtRunner) -> dict[str, Any]:
+    """Run the bundle's reference inputs and compare with its reference outputs.
+
+    Raises:
+        BundleError: if the outputs differ beyond the tolerance recorded in the manifest.
+    """
+    path = bundle_dir / bundle_mod.REFERENCE_FILE
+    with np.load(path, allow_pickle=False) as ref:
+        inputs = {spec["name"]: ref[f"input:{spec['name']}"] for spec in manifest["inputs"]}
+        expected = {spec["name"]: ref[f"output:{spec['name']}"] for spec in manifest["outputs"]}
+    got = runner.infer(inputs)
+    atol = float(manifest["parity"].get("atol", 1e-4))
+    worst = 0.0
+    for name, want in expected.items():
+        diff = float(np.max(np.abs(got[name].astype(np.float64) - want.astype(np.float64))))
+        worst = max(worst, diff)
+    if worst > atol:
+        raise BundleError(
+            f"bundle {manifest['name']}: outputs differ from reference.npz by {worst:.3g} (> atol {atol}); "
+            "the runtime computes a different model than was packaged"
+        )
+    return {"max_abs_diff": worst, "atol": atol, "passed": True}
+
+
+def make_feeds(manifest: dict[str, Any], batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs shaped by the manifest, with the symbolic batch set to ``batch_size``."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in manifest["inputs"]:
+        shape = [batch_size if not isinstance(d, int) else d for d in spec["shape"]]
+        feeds[spec["name"]] = rng.standard_normal(shape).astype(spec["dtype"])
+    return feeds
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def run_bench(request: BenchRequest, on_progress: Callable[[str, float], None] | None = None) -> dict[str, Any]:
+    """Measure the requested bundles and return one result record.
+
+    Args:
+        request: bundles, baseline, batch sizes and timing rule.
+        on_progress: called with (label, fraction of that label's work done).
+
+    Raises:
+        BundleError: a bundle is invalid or computes the wrong outputs.
+    """
+    loaded: dict[str, tuple[Path, dict[str, Any]]] = {}
+    if request.baseline is not None:
+        loaded[BASELINE] = (Path(request.baseline), bundle_mod.read_manifest(Path(request.baseline)))
+    for path in request.bundles:
+        manifest = bundle_mod.read_manifest(Path(path))
+        label = manifest["name"]
+        if label in loaded:
+            label = f"{label}@{Path(path).name}"
+        loaded[label] = (Path(path), manifest)
+
+    runners = {label: OrtRunner(path / bundle_mod.MODEL_FILE) for label, (path, _) in loaded.items()}
+    variants: dict[str, dict[str, Any]] = {}
+    started = time.time()
+    try:
+        for label, runner in runners.items():
+            runner.activate()
+            path, manifest = loaded[label]
+            variants[label] = {
+                "name": manifest["name"],
+                "bundle": str(path),
+                "is_baseline": label == BASELINE,
+                "precision": manifest["precision"],
+                "pattern": manifest["sparsity"].get("pattern"),
+                "cost": manifest["cost"],
+                "accuracy": manifest["model"].get("accuracy"),
+                "reference_check": check_reference(path, manifest, runner),
+                "model_file_bytes": (path / bundle_mod.MODEL_FILE).stat().st_size,
+                "latency": {},
+            }
+        # Measure each variant interleaved with the baseline, one batch size at a time.
+        others = [label for label in runners if label != BASELINE] or [BASELINE]
+        for batch in request.batch_sizes:
+            for label in others:
+                group = [label] if label == BASELINE or BASELINE not in runners else [BASELINE, label]
+                feeds = {lb: make_feeds(loaded[lb][1], batch) for lb in group}
+                progress = None if on_progress is None else (lambda f, lb=label, b=batch: on_progress(f"{lb} b{b}", f))
+                samples = measure_interleaved({lb: runners[lb] for lb in group}, feeds, request.config, progress)
+                for lb in group:
+                    stats = summarize(samples[lb], batch).to_dict()
+                    # The baseline is timed beside every variant; keep each pairing's own figures.
+                    key = str(batch)
+                    if lb == BASELINE and label != BASELINE:
+                        variants[label].setdefault("baseline_latency", {})[key] = stats
+                        variants[BASELINE]["latency"].setdefault(key, stats)
+                    else:
+                        variants[lb]["latency"][key] = stats
+    finally:
+        for runner in runners.values():
+            runner.deactivate()
+
+    for label, variant in variants.items():
+        variant["comparison"] = _compare(variant) if label != BASELINE else None
+    settings = next(iter(runners.values())).settings if runners else {}
+    return {
+        "schema_version": RESULT_SCHEMA_VERSION,
+        "kind": "edgeprune.result",
+        "created_unix_s": started,
+        "provenance": provenance.collect(),
+        "runner": {"name": "onnxruntime", "settings": settings},
+        "method": {
+            "warmup_s": request.config.warmup_s,
+            "min_iterations": request.config.min_iterations,
+            "min_duration_s": request.config.min_duration_s,
+            "interleaved_chunk": request.config.chunk,
+            "timer": "host perf_counter_ns around infer(), inputs already in host memory",
+        },
+        "memory": {"peak_rss_bytes": peak_rss_bytes(), "gpu_bytes": None,
+                   "gpu_reason": "no GPU runner in this run"},
+        "power": {"energy_mj_per_inference": None, "mean_power_mw": None,
+                  "reason": "no power sensor was sampled in this run"},
+        "variants": list(variants.values()),
+    }
+
+
+def _compare(variant: dict[str, Any]) -> dict[str, Any] | None:
+    """Measured speedup per batch size (baseline p50 / variant p50, same run) beside theory."""
+    base = variant.get("baseline_latency")
+    if not base:
+        return None
+    theoretical = variant["cost"].get("theoretical_speedup")
+    per_batch = {}
+    for key, stats in variant["latency"].items():
+        measured = base[key]["p50_ms"] / stats["p50_ms"]
+        per_batch[key] = {
+            "measured_speedup": measured,
+            "theoretical_speedup": theoretical,
+            "measured_over_theoretical": measured / theoretical if theoretical else None,
+        }
+    return {"per_batch": per_batch, "theoretical_label": "MAC ratio (dense MACs / effective MACs), estimate"}
