@@ -36,12 +36,14 @@ class BenchRequest:
         baseline: the dense bundle the variants are compared with, or None.
         batch_sizes: each bundle is timed at each of these.
         config: warm-up and stopping rule.
+        intra_op_threads: ONNX Runtime threads (0: one per physical core).
     """
 
     bundles: Sequence[Path]
     baseline: Path | None = None
     batch_sizes: Sequence[int] = (1,)
     config: MeasureConfig = MeasureConfig()
+    intra_op_threads: int = 0
 
 
 def check_reference(bundle_dir: Path, manifest: dict[str, Any], runner: OrtRunner) -> dict[str, Any]:
@@ -103,7 +105,10 @@ def run_bench(request: BenchRequest, on_progress: Callable[[str, float], None] |
             label = f"{label}@{Path(path).name}"
         loaded[label] = (Path(path), manifest)
 
-    runners = {label: OrtRunner(path / bundle_mod.MODEL_FILE) for label, (path, _) in loaded.items()}
+    runners = {
+        label: OrtRunner(path / bundle_mod.MODEL_FILE, intra_op_threads=request.intra_op_threads)
+        for label, (path, _) in loaded.items()
+    }
     variants: dict[str, dict[str, Any]] = {}
     started = time.time()
     try:
