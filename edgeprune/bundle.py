@@ -203,7 +203,9 @@ def unpack_bundle(data: bytes | Path, dest: Path, max_bytes: int = 512 << 20) ->
             total = 0
             for member in members:
                 if not member.isfile():
-                    raise BundleError(f"archive member {member.name!r} is not a regular file (links and folders are refused)")
+                    raise BundleError(
+                        f"archive member {member.name!r} is not a regular file (links and folders are refused)"
+                    )
                 if not _is_plain_name(member.name) or os.path.isabs(member.name):
                     raise BundleError(f"archive member {member.name!r} has an unsafe path")
                 total += member.size

@@ -18,6 +18,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -115,8 +116,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), step: Step | None = N
         summary["accuracy_before_finetune"] = evaluate(pruned, data.x_test, data.y_test)
         ft = TrainConfig(epochs=config.finetune_epochs, lr=config.train.lr / 5, seed=config.train.seed + 1)
         masks = plan.masks or None
-        train(pruned, data.x_train, data.y_train, ft, masks=masks,
-              on_step=lambda s, t, n=name: say(f"fine-tune {n}", s, t))
+        train(pruned, data.x_train, data.y_train, ft, masks=masks, on_step=partial(say, f"fine-tune {name}"))
         acc = evaluate(pruned, data.x_test, data.y_test)
         accuracy[name] = acc
         save_pruned(out / "models" / _slug(name), pruned, plan,
@@ -130,10 +130,10 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), step: Step | None = N
         say(f"package {name}", 1, 1)
         bundles[name] = out / "bundles" / _slug(name)
 
-    request = BenchRequest(bundles=list(bundles.values()), baseline=out / "bundles" / "dense",
-                           batch_sizes=config.batch_sizes, config=config.measure,
-                           intra_op_threads=config.ort_threads)
-    record = run_bench(request, on_progress=lambda label, frac: say(f"bench {label}", int(frac * 100), 100))
+    bench = BenchRequest(bundles=list(bundles.values()), baseline=out / "bundles" / "dense",
+                         batch_sizes=config.batch_sizes, config=config.measure,
+                         intra_op_threads=config.ort_threads)
+    record = run_bench(bench, on_progress=lambda label, frac: say(f"bench {label}", int(frac * 100), 100))
     record["demo"] = {"baseline_reused": reused, "train": asdict(config.train),
                       "finetune_epochs": config.finetune_epochs, "accuracy": accuracy}
     (out / "results.json").write_text(json.dumps(record, indent=1) + "\n")

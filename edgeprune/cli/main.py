@@ -5,11 +5,10 @@ Every command turns an :class:`~edgeprune.errors.EdgepruneError` into one red li
 """
 
 import json
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,7 +26,8 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
+
+MODEL_HELP = "digits-resnet, torchvision:NAME, package.module:factory, or a pruned-model folder."
 
 
 def fail(message: str) -> typer.Exit:
@@ -109,7 +109,7 @@ def _write_report(records: list[dict[str, Any]], out: Path) -> None:
 
 @app.command()
 def analyze(
-    model: Annotated[str, typer.Argument(help="digits-resnet, torchvision:NAME, package.module:factory, or a pruned-model folder.")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     weights: Annotated[Path | None, typer.Option(help="A .safetensors or .pt state dict.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the analysis as JSON here.")] = None,
 ) -> None:
@@ -138,7 +138,7 @@ def analyze(
 
 @app.command()
 def prune(
-    model: Annotated[str, typer.Argument(help="digits-resnet, torchvision:NAME, package.module:factory, or a pruned-model folder.")],
+    model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     out: Annotated[Path, typer.Option(help="Folder for the pruned model (model.json, plan.json, weights).")],
     pattern: Annotated[str, typer.Option(help="channel, unstructured or nm.")] = "channel",
     sparsity: Annotated[float | None, typer.Option(help="Fraction removed, between 0 and 1.")] = None,
@@ -198,7 +198,7 @@ def package(
     out: Annotated[Path, typer.Option(help="Bundle folder to write.")],
     precision: Annotated[str, typer.Option(help="fp32 (fp16 and int8 come with calibration support).")] = "fp32",
     weights: Annotated[Path | None, typer.Option(help="A .safetensors or .pt state dict.")] = None,
-    baseline: Annotated[str | None, typer.Option(help="MODEL spec of the dense baseline, for theoretical speedup.")] = None,
+    baseline: Annotated[str | None, typer.Option(help="MODEL spec of the dense baseline.")] = None,
     baseline_weights: Annotated[Path | None, typer.Option(help="Weights of the baseline.")] = None,
 ) -> None:
     """Export to ONNX, check parity with PyTorch under ONNX Runtime, and write a bundle.
@@ -295,7 +295,7 @@ def _print_bench(record: dict[str, Any]) -> None:
 @app.command()
 def report(
     results: Annotated[list[Path] | None, typer.Argument(help="Result JSON files (from bench or demo).")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for report.html, table.json, table.csv and plots.")] = Path("report"),
+    out: Annotated[Path, typer.Option(help="Folder for report.html, table.json, table.csv, plots.")] = Path("report"),
     compare: Annotated[tuple[Path, Path] | None, typer.Option(help="OLD NEW: flag regressions, exit 1 if any.")] = None,
     threshold: Annotated[float, typer.Option(help="With --compare: % slower that counts as a regression.")] = 5.0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the table as JSON instead.")] = False,
@@ -329,4 +329,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -51,7 +51,8 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> P
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model, (example,), buffer, dynamo=False, opset_version=OPSET,
+                model, (example,), buffer,  # type: ignore[arg-type]  # a file-like object is accepted
+                dynamo=False, opset_version=OPSET,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                 do_constant_folding=True,

@@ -22,7 +22,7 @@ from edgeprune import bundle as bundle_mod
 from edgeprune.analysis.cost import ModelCost, model_cost, theoretical_speedup
 from edgeprune.device.provenance import library_versions
 from edgeprune.errors import ExportError, UsageError
-from edgeprune.export.onnx_export import INPUT_NAME, OUTPUT_NAME, OPSET, check_parity, export_onnx
+from edgeprune.export.onnx_export import INPUT_NAME, OPSET, OUTPUT_NAME, check_parity, export_onnx
 from edgeprune.prune.patterns import check_nm
 
 REFERENCE_SAMPLES = 8
@@ -101,7 +101,8 @@ def package_model(
                 f"(atol {parity.atol}, rtol {parity.rtol}); the bundle was not written"
             )
         ref_path = Path(tmp) / bundle_mod.REFERENCE_FILE
-        np.savez(ref_path, **{f"input:{INPUT_NAME}": reference_inputs, f"output:{OUTPUT_NAME}": expected})
+        arrays = {f"input:{INPUT_NAME}": reference_inputs, f"output:{OUTPUT_NAME}": expected}
+        np.savez(ref_path, **arrays)  # type: ignore[arg-type]
         num_outputs = int(expected.shape[1])
         manifest = {
             "name": name,

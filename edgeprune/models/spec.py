@@ -100,10 +100,10 @@ def build_source(spec: str) -> tuple[nn.Module, tuple[int, ...]]:
         model = factory()
         if not isinstance(model, nn.Module):
             raise UsageError(f"'{spec}' did not return an nn.Module")
-        shape = getattr(model, "input_shape", None)
-        if shape is None:
+        declared = getattr(model, "input_shape", None)
+        if declared is None:
             raise UsageError(f"'{spec}': set an `input_shape` attribute (C, H, W) on the model it returns")
-        return model, tuple(shape)
+        return model, tuple(int(d) for d in declared)
     raise UsageError(
         f"unknown model '{spec}': use a built-in ({', '.join(BUILTINS)}), torchvision:NAME, "
         "package.module:factory, or a pruned-model folder"

@@ -66,7 +66,9 @@ def default_ignore(model: nn.Module) -> frozenset[str]:
     return frozenset(layers[:1] + [p for p in layers[-1:] if isinstance(dict(model.named_modules())[p], nn.Linear)])
 
 
-def prune_model(model: nn.Module, input_shape: tuple[int, ...], request: PruneRequest) -> tuple[nn.Module, PrunePlan, dict[str, Any]]:
+def prune_model(
+    model: nn.Module, input_shape: tuple[int, ...], request: PruneRequest
+) -> tuple[nn.Module, PrunePlan, dict[str, Any]]:
     """Prune a copy of ``model``; returns (pruned model, plan, summary). The input is untouched.
 
     Raises:

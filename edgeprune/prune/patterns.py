@@ -97,15 +97,17 @@ def make_masks(model: nn.Module, pattern: str, sparsity: float = 0.5, n: int = 2
     reports = []
     for path, layer in prunable_layers(model, ignore).items():
         weight = layer.weight
+        assert isinstance(weight, torch.Tensor)
         if pattern == "unstructured":
             masks[path] = unstructured_mask(weight, sparsity)
         elif pattern == "nm":
             if isinstance(layer, nn.Conv2d) and layer.groups > 1:
-                reports.append(MaskReport(path, pattern, 0.0, "grouped convolution (TensorRT never picks sparse kernels)"))
-                continue
-            reason = nm_eligible(weight, m)
-            if reason:
+                reason = "grouped convolution (TensorRT never picks sparse kernels)"
                 reports.append(MaskReport(path, pattern, 0.0, reason))
+                continue
+            why = nm_eligible(weight, m)
+            if why:
+                reports.append(MaskReport(path, pattern, 0.0, why))
                 continue
             masks[path] = nm_mask(weight, n, m)
         else:

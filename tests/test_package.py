@@ -1,0 +1,93 @@
+"""Packaging: every bundle matches PyTorch under ONNX Runtime and carries a complete manifest."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from edgeprune import bundle
+from edgeprune.analysis.cost import model_cost
+from edgeprune.device.bench import BenchRequest, run_bench
+from edgeprune.device.measure import MeasureConfig
+from edgeprune.errors import ExportError
+from edgeprune.export.package import package_model
+from edgeprune.models.digits import INPUT_SHAPE, digits_resnet
+from edgeprune.prune.api import PruneRequest, prune_model
+
+QUICK = MeasureConfig(warmup_s=0.01, min_iterations=5, min_duration_s=0.01)
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    torch.manual_seed(0)
+    base = digits_resnet().eval()
+    base_cost = model_cost(base, INPUT_SHAPE)
+    root = tmp_path_factory.mktemp("bundles")
+    made = {"dense": package_model(base, INPUT_SHAPE, root / "dense", name="dense", spec="digits-resnet",
+                                   baseline_cost=base_cost)}
+    for name, request in {"unstructured": PruneRequest("unstructured", sparsity=0.5),
+                          "nm": PruneRequest("nm"),
+                          "channel": PruneRequest("channel", target_macs=0.5, round_to=8)}.items():
+        pruned, _, _ = prune_model(base, INPUT_SHAPE, request)
+        made[name] = package_model(pruned, INPUT_SHAPE, root / name, name=name, spec="digits-resnet",
+                                   pattern=request.pattern, baseline_cost=base_cost)
+    return root, made
+
+
+def test_every_bundle_has_parity_and_checksums(bundles) -> None:
+    root, made = bundles
+    for name, manifest in made.items():
+        assert manifest["parity"]["passed"], name
+        assert manifest["parity"]["max_abs_diff"] < 1e-4
+        bundle.read_manifest(root / name)  # verifies every checksum
+        model = onnx.load(str(root / name / "model.onnx"))
+        batch = model.graph.input[0].type.tensor_type.shape.dim[0]
+        assert batch.dim_param == "batch"
+
+
+def test_theoretical_speedups(bundles) -> None:
+    _, made = bundles
+    assert made["dense"]["cost"]["theoretical_speedup"] == pytest.approx(1.0)
+    assert made["unstructured"]["cost"]["theoretical_speedup"] == pytest.approx(2.0, rel=0.05)
+    assert made["nm"]["cost"]["theoretical_speedup"] == pytest.approx(2.0, rel=0.05)
+    assert made["channel"]["cost"]["theoretical_speedup"] >= 2.0 * 0.98
+
+
+def test_nm_manifest_records_per_layer_eligibility(bundles) -> None:
+    _, made = bundles
+    layers = {layer["name"]: layer for layer in made["nm"]["sparsity"]["layers"]}
+    assert layers["layer1.conv1"]["nm_2_4"] is True
+    assert layers["stem.0"]["nm_2_4"] is False
+    assert "not a multiple of 4" in layers["stem.0"]["nm_reason"]
+    assert made["nm"]["sparsity"]["sparse_weights"] is True
+
+
+def test_bench_checks_reference_and_compares(bundles) -> None:
+    root, _ = bundles
+    record = run_bench(BenchRequest([root / "channel"], root / "dense", (1, 4), QUICK))
+    channel = next(v for v in record["variants"] if v["name"] == "channel")
+    assert channel["reference_check"]["passed"]
+    assert set(channel["latency"]) == {"1", "4"}
+    assert channel["comparison"]["per_batch"]["4"]["measured_speedup"] > 0
+    assert record["power"]["energy_mj_per_inference"] is None and record["power"]["reason"]
+
+
+class NotDeterministic(nn.Module):
+    """Exports fine but computes something else in PyTorch than in the graph (dropout in train)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) + (torch.rand(1) if not torch.jit.is_tracing() else 0.0)
+
+
+def test_parity_failure_writes_nothing(tmp_path) -> None:
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        package_model(NotDeterministic(), (4,), tmp_path / "b", name="x", spec="x",
+                      reference_inputs=np.ones((2, 4), np.float32))
+    assert not (tmp_path / "b").exists()
