@@ -132,7 +132,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), step: Step | None = N
 
     bench = BenchRequest(bundles=list(bundles.values()), baseline=out / "bundles" / "dense",
                          batch_sizes=config.batch_sizes, config=config.measure,
-                         intra_op_threads=config.ort_threads)
+                         intra_op_threads=config.ort_threads, idle_s=5.0, energy_s=2.0)
     record = run_bench(bench, on_progress=lambda label, frac: say(f"bench {label}", int(frac * 100), 100))
     record["demo"] = {"baseline_reused": reused, "train": asdict(config.train),
                       "finetune_epochs": config.finetune_epochs, "accuracy": accuracy}

@@ -91,3 +91,33 @@ def test_parity_failure_writes_nothing(tmp_path) -> None:
         package_model(NotDeterministic(), (4,), tmp_path / "b", name="x", spec="x",
                       reference_inputs=np.ones((2, 4), np.float32))
     assert not (tmp_path / "b").exists()
+
+
+class ConstantSource:
+    """A real power source that always reads 2 W on one rail (stands in for a board sensor)."""
+
+    name, scope, rate_hz = "constant", "test rail", 100.0
+
+    def rails(self) -> list[str]:
+        return ["VDD_IN"]
+
+    def total_rails(self) -> list[str]:
+        return ["VDD_IN"]
+
+    def read_mw(self) -> dict[str, float]:
+        return {"VDD_IN": 2000.0, "total": 2000.0}
+
+    def close(self) -> None:
+        pass
+
+
+def test_energy_per_inference_with_a_sensor(bundles) -> None:
+    root, _ = bundles
+    request = BenchRequest([root / "channel"], None, (1,), QUICK, power_source=ConstantSource(),
+                           idle_s=0.2, energy_s=0.3)
+    record = run_bench(request)
+    energy = record["variants"][0]["energy"]["1"]
+    assert record["power"]["source"] == "constant"
+    # Constant 2 W: gross energy per inference is 2000 mW * window / inferences; net is ~0.
+    assert energy["energy_mj_per_inference"] > 0
+    assert abs(energy["energy_mj_per_inference_net"]) < 0.05 * energy["energy_mj_per_inference"]

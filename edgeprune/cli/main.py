@@ -74,6 +74,10 @@ def bench(
     min_iterations: Annotated[int, typer.Option(help="Timed iterations per runner and batch, at least.")] = 50,
     agent: Annotated[str | None, typer.Option(help="URL of an edgeprune agent; measure there, not here.")] = None,
     token_file: Annotated[Path | None, typer.Option(help="File holding the agent's token.")] = None,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0: one per core).")] = 0,
+    power: Annotated[bool, typer.Option(help="Sample power where a sensor exists.")] = True,
+    idle_s: Annotated[float, typer.Option(help="Idle seconds sampled for the power baseline.")] = 10.0,
+    energy_s: Annotated[float, typer.Option(help="Seconds each bundle runs alone while power is sampled.")] = 5.0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result record here.")] = None,
 ) -> None:
     """Measure bundles (locally with ONNX Runtime, or on a device agent) against a baseline.
@@ -97,9 +101,12 @@ def bench(
             else:
                 from edgeprune.device.bench import BenchRequest, run_bench
 
-                record = run_bench(BenchRequest(bundles, baseline, sizes, config),
-                                   on_progress=lambda label, f: step(label, int(f * 100), 100))
+                request = BenchRequest(bundles, baseline, sizes, config, intra_op_threads=threads, power=power,
+                                       idle_s=idle_s, energy_s=energy_s)
+                record = run_bench(request, on_progress=lambda label, f: step(label, int(f * 100), 100))
         _print_bench(record)
+        if record["power"].get("reason"):
+            console.print(f"power: not measured ({record['power']['reason']})", style="dim", highlight=False)
         if json_out is not None:
             json_out.write_text(json.dumps(record, indent=1) + "\n")
 

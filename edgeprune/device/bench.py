@@ -37,6 +37,10 @@ class BenchRequest:
         batch_sizes: each bundle is timed at each of these.
         config: warm-up and stopping rule.
         intra_op_threads: ONNX Runtime threads (0: one per physical core).
+        power: sample power if this machine has a sensor (see :mod:`edgeprune.device.power`).
+        power_source: use this source instead of detecting one (tests, or a chosen rail).
+        idle_s: seconds of idle sampling for the baseline subtracted from loaded power.
+        energy_s: seconds each bundle runs alone, per batch size, while power is sampled.
     """
 
     bundles: Sequence[Path]
@@ -44,6 +48,10 @@ class BenchRequest:
     batch_sizes: Sequence[int] = (1,)
     config: MeasureConfig = MeasureConfig()
     intra_op_threads: int = 0
+    power: bool = True
+    power_source: Any = None
+    idle_s: float = 10.0
+    energy_s: float = 5.0
 
 
 def check_reference(bundle_dir: Path, manifest: dict[str, Any], runner: OrtRunner) -> dict[str, Any]:
@@ -144,6 +152,8 @@ def run_bench(request: BenchRequest, on_progress: Callable[[str, float], None] |
                         variants[BASELINE]["latency"].setdefault(key, stats)
                     else:
                         variants[lb]["latency"][key] = stats
+
+        power = _measure_power(request, runners, loaded, variants, on_progress)
     finally:
         for runner in runners.values():
             runner.deactivate()
@@ -166,10 +176,54 @@ def run_bench(request: BenchRequest, on_progress: Callable[[str, float], None] |
         },
         "memory": {"peak_rss_bytes": peak_rss_bytes(), "gpu_bytes": None,
                    "gpu_reason": "no GPU runner in this run"},
-        "power": {"energy_mj_per_inference": None, "mean_power_mw": None,
-                  "reason": "no power sensor was sampled in this run"},
+        "power": power,
         "variants": list(variants.values()),
     }
+
+
+def _measure_power(request: BenchRequest, runners: dict[str, OrtRunner],
+                   loaded: dict[str, tuple[Path, dict[str, Any]]], variants: dict[str, dict[str, Any]],
+                   on_progress: Callable[[str, float], None] | None) -> dict[str, Any]:
+    """Energy per inference for every bundle and batch size, or null with the reason.
+
+    Latency is measured interleaved, but energy cannot be split between runners that share a
+    window, so each runner runs alone for ``energy_s`` while the sampler integrates power; an
+    idle baseline taken first gives the net figure.
+    """
+    from edgeprune.device.power import PowerSampler, detect_sources, measure_idle, no_power
+
+    if not request.power:
+        return no_power("power sampling was switched off for this run")
+    source = request.power_source
+    reasons: list[str] = []
+    if source is None:
+        sources, reasons = detect_sources()
+        if not sources:
+            return no_power("no power sensor on this machine: " + "; ".join(reasons))
+        source, others = sources[0], sources[1:]
+        for other in others:
+            other.close()
+    try:
+        idle = measure_idle(source, request.idle_s)
+        for label, runner in runners.items():
+            for batch in request.batch_sizes:
+                feeds = make_feeds(loaded[label][1], batch)
+                count = 0
+                with PowerSampler(source) as sampler:
+                    t0 = time.monotonic()
+                    while time.monotonic() - t0 < request.energy_s:
+                        runner.infer(feeds)
+                        count += 1
+                    t1 = time.monotonic()
+                report = sampler.report((t0, t1), inferences=count * batch, idle_mw=idle.mean_power_mw)
+                report["per"] = "sample (inference of one input)"
+                variants[label].setdefault("energy", {})[str(batch)] = report
+                if on_progress is not None:
+                    on_progress(f"energy {label} b{batch}", 1.0)
+        return {"source": source.name, "scope": source.scope, "idle": idle.to_dict(),
+                "energy_s_per_run": request.energy_s, "not_used": reasons}
+    finally:
+        source.close()
 
 
 def _compare(variant: dict[str, Any]) -> dict[str, Any] | None:
