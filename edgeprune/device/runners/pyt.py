@@ -1,0 +1,133 @@
+"""PyTorch runner (``pyt``): eager execution on CPU or CUDA, and 2:4 through semi-structured tensors.
+
+On Ampere or newer GPUs, ``torch.sparse.to_sparse_semi_structured`` stores a 2:4 weight as half
+its values plus metadata and runs sparse tensor-core GEMMs (cuSPARSELt or CUTLASS). torch applies
+it to 2-D weights, so only ``nn.Linear`` layers convert; convolutions stay dense and the runner
+records each layer it left alone and why. That split is the honest answer to "what does 2:4 buy
+in PyTorch": the kernel-aware theoretical speedup counts only the converted layers.
+
+torch is imported inside the methods, so this module imports on a device without it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from edgeprune.device.runners.base import Runner, TensorSpec
+from edgeprune.errors import RunnerError, missing
+
+
+class PytRunner(Runner):
+    """Runs a model spec or pruned-model folder with PyTorch.
+
+    Args:
+        model: anything :func:`edgeprune.models.spec.load_model` accepts, or an ``nn.Module``.
+        device: ``cpu`` or ``cuda``.
+        dtype: ``float32``, or ``float16``/``bfloat16`` (the semi-structured kernels need a half type).
+        semi_structured: convert eligible 2:4 ``nn.Linear`` weights to sparse semi-structured tensors.
+        input_shape: one sample's shape; required when ``model`` is an ``nn.Module``.
+    """
+
+    def __init__(self, model: Any, device: str = "cpu", dtype: str = "float32", semi_structured: bool = False,
+                 input_shape: tuple[int, ...] | None = None) -> None:
+        super().__init__("pyt")
+        self.source, self.device, self.dtype = model, device, dtype
+        self.input_shape = input_shape
+        self.settings = {"device": device, "dtype": dtype, "semi_structured": semi_structured,
+                         "timer": "host perf_counter; cuda synchronize after each call"}
+        self.converted: list[str] = []
+        self.left_dense: dict[str, str] = {}
+        self._model: Any = None
+        self._torch: Any = None
+
+    def _activate_impl(self) -> None:
+        try:
+            import torch
+        except ImportError as err:
+            raise missing("torch", "host") from err
+        self._torch = torch
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise RunnerError("pyt: CUDA was requested but torch sees no GPU")
+        if isinstance(self.source, torch.nn.Module):
+            # A copy: moving, casting and converting weights must not change the caller's model.
+            model = copy.deepcopy(self.source)
+            if self.input_shape is None:
+                raise RunnerError("pyt: pass input_shape when giving an nn.Module")
+        else:
+            from edgeprune.models.spec import load_model
+
+            loaded = load_model(str(self.source))
+            model, self.input_shape = loaded.model, loaded.input_shape
+        dtype = getattr(torch, self.dtype)
+        self._model = model.eval().to(device=self.device, dtype=dtype)
+        self.settings["torch_version"] = torch.__version__
+        if self.device.startswith("cuda"):
+            self.settings["gpu"] = torch.cuda.get_device_name()
+            self.settings["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability()))
+        if self.settings["semi_structured"]:
+            self._to_semi_structured()
+
+    def _to_semi_structured(self) -> None:
+        torch = self._torch
+        from edgeprune.prune.patterns import check_nm
+
+        if not self.device.startswith("cuda") or torch.cuda.get_device_capability()[0] < 8:
+            raise RunnerError("pyt: semi-structured 2:4 needs an Ampere-or-newer CUDA GPU")
+        if self.dtype == "float32":
+            raise RunnerError("pyt: semi-structured 2:4 kernels need float16 or bfloat16 (pass dtype)")
+        from torch.sparse import to_sparse_semi_structured
+
+        for name, module in self._model.named_modules():
+            if isinstance(module, torch.nn.Conv2d):
+                self.left_dense[name] = "convolution (torch converts 2-D weights only)"
+            if not isinstance(module, torch.nn.Linear):
+                continue
+            if not check_nm(module.weight, 2, 4):
+                self.left_dense[name] = "weights do not follow the 2:4 pattern"
+                continue
+            try:
+                module.weight = torch.nn.Parameter(to_sparse_semi_structured(module.weight.detach()))
+                self.converted.append(name)
+            except (RuntimeError, ValueError) as err:  # shape limits of the sparse kernels
+                self.left_dense[name] = f"not converted: {str(err).splitlines()[0]}"
+        self.settings["converted_layers"] = list(self.converted)
+        self.settings["left_dense"] = dict(self.left_dense)
+
+    def _deactivate_impl(self) -> None:
+        self._model = None
+
+    def _input_specs_impl(self) -> list[TensorSpec]:
+        assert self.input_shape is not None
+        return [TensorSpec("input", (None, *self.input_shape), "float32")]
+
+    def _infer_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self._torch
+        x = torch.from_numpy(np.ascontiguousarray(feeds["input"])).to(self.device, getattr(torch, self.dtype))
+        with torch.inference_mode():
+            y = self._model(x)
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return {"logits": y.float().cpu().numpy()}
+
+    def time_gpu_ms(self, feeds: Mapping[str, np.ndarray], iterations: int = 100) -> list[float]:
+        """GPU time per call from CUDA events, inputs already on the device (no copies timed)."""
+        torch = self._torch
+        self._require_active()
+        if not self.device.startswith("cuda"):
+            raise RunnerError("pyt: GPU timing needs device='cuda'")
+        x = torch.from_numpy(np.ascontiguousarray(feeds["input"])).to(self.device, getattr(torch, self.dtype))
+        times = []
+        with torch.inference_mode():
+            for _ in range(iterations):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                self._model(x)
+                end.record()
+                end.synchronize()
+                times.append(float(start.elapsed_time(end)))
+        return times
+
