@@ -3,6 +3,7 @@
 No ``from __future__ import annotations`` in the CLI: typer reads the annotations at run time.
 """
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -12,8 +13,10 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from edgeprune.errors import EdgepruneError
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (CI logs, `| tee`) gets a fixed, wide layout instead of rich's 80-column default,
+# so tables are not folded into unreadable cells.
+console = Console(width=None if sys.stdout.isatty() else 140)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 MODEL_HELP = "digits-resnet, torchvision:NAME, package.module:factory, or a pruned-model folder."
 
