@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from edgeprune.errors import EdgepruneError
 
@@ -23,7 +24,8 @@ MODEL_HELP = "digits-resnet, torchvision:NAME, package.module:factory, or a prun
 
 def fail(message: str) -> typer.Exit:
     """Print one red line and return the exit to raise (code 2)."""
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    # Text, not markup: messages quote things like 'edgeprune[nvml]' that markup would swallow.
+    err_console.print(Text.assemble(("error: ", "red"), message), highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 

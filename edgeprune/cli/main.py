@@ -96,8 +96,9 @@ def bench(
             raise UsageError("--batch-sizes needs positive integers")
         config = MeasureConfig(min_duration_s=min_duration_s, min_iterations=min_iterations)
         with progress_steps() as step:
+            options = {"intra_op_threads": threads, "power": power, "idle_s": idle_s, "energy_s": energy_s}
             if agent is not None:
-                record = _bench_remote(agent, token_file, bundles, baseline, sizes, config, step)
+                record = _bench_remote(agent, token_file, bundles, baseline, sizes, config, options, step)
             else:
                 from edgeprune.device.bench import BenchRequest, run_bench
 
@@ -106,18 +107,20 @@ def bench(
                 record = run_bench(request, on_progress=lambda label, f: step(label, int(f * 100), 100))
         _print_bench(record)
         if record["power"].get("reason"):
-            console.print(f"power: not measured ({record['power']['reason']})", style="dim", highlight=False)
+            console.print(f"power: not measured ({record['power']['reason']})", style="dim", highlight=False,
+                          markup=False)
         if json_out is not None:
             json_out.write_text(json.dumps(record, indent=1) + "\n")
 
 
 def _bench_remote(url: str, token_file: Path | None, bundles: list[Path], baseline: Path | None,
-                  sizes: tuple[int, ...], config: Any, step: Callable[[str, int, int], None]) -> dict[str, Any]:
+                  sizes: tuple[int, ...], config: Any, options: dict[str, Any],
+                  step: Callable[[str, int, int], None]) -> dict[str, Any]:
     from edgeprune.device.agent.config import load_token
     from edgeprune.device.client import submit_and_wait
 
     token = load_token(token_file)
-    return submit_and_wait(url, token, bundles, baseline, sizes, config,
+    return submit_and_wait(url, token, bundles, baseline, sizes, config, options=options,
                            on_progress=lambda state, f: step(f"agent: {state}", int(f * 100), 100))
 
 
