@@ -1,8 +1,14 @@
 """The bundle contract: a folder (or .tar.gz) that carries a model from the host to the device.
 
-A bundle holds ``manifest.json``, ``model.onnx``, ``reference.npz`` and optionally ``calib.npz``.
-The manifest records what the model is, how it was pruned, what it costs and the sha256 of every
-other file, so the device can refuse a bundle that was damaged or tampered with on the way.
+A bundle holds ``manifest.json``, ``model.onnx``, ``reference.npz`` and optionally ``calib.npz``
+(INT8: the calibration samples used) and ``model_fp32.onnx`` (FP16: the FP32 model, for a
+TensorRT 10 build with the FP16 flag). The manifest records what the model is, how it was pruned,
+what it costs and the sha256 of every other file, so the device can refuse a bundle that was
+damaged or tampered with on the way.
+
+Schema 1 grows only by optional fields: a reader checks the required ones and the type of each
+optional one it knows (``precision_detail``, ``calibration``, ``fp16``, ``batch_sizes``), and ignores
+the rest, so a newer packager's bundle still reads here as long as ``schema_version`` is 1.
 
 This module must import without torch (the device has none): it uses only the standard library
 and numpy.
@@ -51,7 +57,19 @@ REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
     "files": dict,
     "tool_versions": dict,
 }
+# Optional schema-1 fields, checked for type when present.
+OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "precision_detail": dict,
+    "calibration": dict,
+    "fp16": dict,
+    "batch_sizes": list,
+    "created_utc": str,
+    "onnx_opset": int,
+}
 PRECISIONS = ("fp32", "fp16", "int8")
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+# Top-level fields of an ONNX ModelProto and their protobuf wire types (0 varint, 2 length-delimited).
+_MODELPROTO_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
 
 
 def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
@@ -80,17 +98,57 @@ def validate_manifest(manifest: Mapping[str, Any]) -> None:
             raise BundleError(f"manifest is missing the field '{field}': repackage the model")
         if not isinstance(manifest[field], kind):
             raise BundleError(f"manifest field '{field}' has the wrong type: repackage the model")
+    for field, kind in OPTIONAL_FIELDS.items():
+        if field in manifest and not isinstance(manifest[field], kind):
+            raise BundleError(f"manifest field '{field}' has the wrong type: repackage the model")
     if manifest["precision"] not in PRECISIONS:
         raise BundleError(f"manifest precision {manifest['precision']!r} is not one of {PRECISIONS}")
     if MODEL_FILE not in manifest["files"]:
         raise BundleError(f"manifest lists no {MODEL_FILE}: repackage the model")
-    for name in manifest["files"]:
+    for name, digest in manifest["files"].items():
         if not _is_plain_name(name):
             raise BundleError(f"manifest names an unsafe file path {name!r}")
+        if not isinstance(digest, str):
+            raise BundleError(f"manifest gives no sha256 for {name}: repackage the model")
+    for field in ("inputs", "outputs"):
+        if not manifest[field]:
+            raise BundleError(f"manifest field '{field}' is empty: repackage the model")
+        for index, spec in enumerate(manifest[field]):
+            if not (isinstance(spec, dict) and isinstance(spec.get("name"), str)
+                    and isinstance(spec.get("shape"), list) and isinstance(spec.get("dtype"), str)):
+                raise BundleError(f"manifest {field}[{index}] needs a name, a shape list and a dtype: "
+                                  "repackage the model")
+    atol = manifest["parity"].get("atol")
+    if atol is not None and (isinstance(atol, bool) or not isinstance(atol, (int, float)) or atol < 0):
+        raise BundleError(f"manifest parity.atol {atol!r} is not a non-negative number: repackage the model")
+    calibration = manifest.get("calibration")
+    if calibration is not None:
+        if calibration.get("method") not in CALIB_METHODS:
+            raise BundleError(f"manifest calibration.method {calibration.get('method')!r} is not one of "
+                              f"{CALIB_METHODS}: repackage the model")
+        samples = calibration.get("samples")
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise BundleError(f"manifest calibration.samples {samples!r} is not a positive count: repackage the model")
 
 
 def _is_plain_name(name: str) -> bool:
     return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
+
+
+def check_replaceable(directory: Path) -> None:
+    """Refuse to write a bundle over a folder that holds something other than a bundle.
+
+    Writing replaces the whole folder, so an existing non-empty folder without a manifest (someone's
+    data, a typo in ``--out``) must never be deleted.
+
+    Raises:
+        BundleError: the path is a file, or a non-empty folder that is not a bundle.
+    """
+    directory = Path(directory)
+    if directory.is_file():
+        raise BundleError(f"{directory} is a file, not a bundle folder: choose another output")
+    if directory.is_dir() and not (directory / MANIFEST).is_file() and any(directory.iterdir()):
+        raise BundleError(f"{directory} exists and is not a bundle: choose another output (it would be replaced)")
 
 
 def write_bundle(directory: Path, manifest: dict[str, Any], files: Mapping[str, Path]) -> Path:
@@ -103,9 +161,11 @@ def write_bundle(directory: Path, manifest: dict[str, Any], files: Mapping[str, 
         files: bundle file name -> source path; each is copied and hashed.
 
     Raises:
-        BundleError: if the finished manifest does not validate.
+        BundleError: if the finished manifest does not validate, or ``directory`` holds something
+            other than a bundle (see :func:`check_replaceable`).
     """
     directory = Path(directory)
+    check_replaceable(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
@@ -117,6 +177,10 @@ def write_bundle(directory: Path, manifest: dict[str, Any], files: Mapping[str, 
         full = {"schema_version": SCHEMA_VERSION, **manifest, "files": hashes}
         validate_manifest(full)
         (staging / MANIFEST).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+        # mkdtemp makes the folder private (0700); give it the permissions of an ordinary folder.
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)
         if directory.exists():
             shutil.rmtree(directory)
         staging.rename(directory)
@@ -126,11 +190,18 @@ def write_bundle(directory: Path, manifest: dict[str, Any], files: Mapping[str, 
     return directory
 
 
-def read_manifest(directory: Path, verify: bool = True) -> dict[str, Any]:
+def read_manifest(directory: Path, verify: bool = True, check_model: bool = False) -> dict[str, Any]:
     """Read and validate a bundle's manifest, and by default verify every file's checksum.
 
+    Args:
+        directory: the bundle folder.
+        verify: check every listed file's sha256.
+        check_model: also check that ``model.onnx`` is structurally an ONNX model (see
+            :func:`check_model_file`); the packager does this on every bundle it writes.
+
     Raises:
-        BundleError: the folder is not a bundle, the manifest is malformed, or a checksum fails.
+        BundleError: the folder is not a bundle, the manifest is malformed, a checksum fails, or
+            (with ``check_model``) the model file is not ONNX.
     """
     directory = Path(directory)
     path = directory / MANIFEST
@@ -145,7 +216,69 @@ def read_manifest(directory: Path, verify: bool = True) -> dict[str, Any]:
     validate_manifest(manifest)
     if verify:
         verify_files(directory, manifest)
+    if check_model:
+        check_model_file(directory / MODEL_FILE)
     return manifest
+
+
+def _varint(fh: io.BufferedReader) -> int | None:
+    """Read one protobuf varint; None at a clean end of file."""
+    value, shift = 0, 0
+    while True:
+        byte = fh.read(1)
+        if not byte:
+            if shift:
+                raise ValueError("truncated varint")
+            return None
+        value |= (byte[0] & 0x7F) << shift
+        if not byte[0] & 0x80:
+            return value
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def check_model_file(path: Path) -> None:
+    """Check that a file is an ONNX ``ModelProto`` without importing onnx (the device may lack it).
+
+    Walks the top-level protobuf fields: each must be a ModelProto field with its proper wire
+    type, every length must fit in the file, and ``ir_version`` and ``graph`` must be present.
+    Garbage, a truncated file or another format fails within the first bytes; a well-formed but
+    semantically wrong graph is left to the runtime's parser.
+
+    Raises:
+        BundleError: the file is missing or is not an ONNX model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"bundle file {path.name} is missing from {path.parent}")
+    size = path.stat().st_size
+    seen: set[int] = set()
+    try:
+        with path.open("rb") as fh:
+            while (key := _varint(fh)) is not None:
+                number, wire = key >> 3, key & 7
+                expected = _MODELPROTO_FIELDS.get(number, wire)  # unknown (newer) fields: any valid type
+                if number == 0 or wire not in (0, 1, 2, 5) or wire != expected:
+                    raise ValueError(f"unexpected field {number} (wire type {wire}) at byte {fh.tell()}")
+                if wire == 0:
+                    if _varint(fh) is None:
+                        raise ValueError("truncated value")
+                elif wire in (1, 5):
+                    fh.seek(8 if wire == 1 else 4, os.SEEK_CUR)
+                    if fh.tell() > size:
+                        raise ValueError("a value runs past the end of the file")
+                else:
+                    length = _varint(fh)
+                    if length is None or fh.tell() + length > size:
+                        raise ValueError("a length runs past the end of the file")
+                    fh.seek(length, os.SEEK_CUR)
+                seen.add(number)
+    except ValueError as err:
+        raise BundleError(f"bundle file {path.name} is not an ONNX model ({err}): package the model again") from err
+    if not {1, 7} <= seen:
+        raise BundleError(f"bundle file {path.name} is not an ONNX model (no ir_version or graph): "
+                          "package the model again")
 
 
 def verify_files(directory: Path, manifest: Mapping[str, Any]) -> None:
@@ -171,10 +304,14 @@ def pack_bundle(directory: Path, archive: Path) -> Path:
     manifest = read_manifest(directory)
     archive = Path(archive)
     tmp = archive.with_name(archive.name + ".part")
-    with tarfile.open(tmp, "w:gz") as tar:
-        for name in [MANIFEST, *sorted(manifest["files"])]:
-            tar.add(Path(directory) / name, arcname=name, recursive=False)
-    tmp.replace(archive)
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            for name in [MANIFEST, *sorted(manifest["files"])]:
+                tar.add(Path(directory) / name, arcname=name, recursive=False)
+        tmp.replace(archive)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return archive
 
 

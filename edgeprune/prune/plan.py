@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -92,6 +93,10 @@ def save_pruned(directory: Path, model: nn.Module, plan: PrunePlan, meta: dict[s
         save_file(state, str(staging / "weights.safetensors"))
         (staging / "plan.json").write_text(json.dumps(plan.to_json()) + "\n")
         (staging / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        # mkdtemp makes the folder private (0700); give it the permissions of an ordinary folder.
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)
         if directory.exists():
             shutil.rmtree(directory)
         staging.rename(directory)
