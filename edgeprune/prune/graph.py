@@ -7,13 +7,24 @@ is stricter and more complete, but maps back to modules only through metadata an
 magnitude slower on large models. Shapes come from one example forward pass (ShapeProp).
 
 Every channel of every tensor gets an id, and a union-find couples ids that must stay aligned.
-A conv or linear output opens fresh channels; BN, activations and pooling pass them through;
-``cat`` concatenates them and ``split``/``chunk`` slice them; an elementwise add or mul *couples*
-its operands channel by channel. ``flatten`` before a linear layer expands each channel into H*W
-features. Working per channel (rather than per block of channels) is what makes a residual add
-over a concatenation, or a split of a coupled stream, come out right without special cases.
-Finally, channels that live in the same set of (module, kind) places form one group: the unit
-a criterion ranks and surgery cuts.
+A tensor's :class:`Layout` holds, for each of its dimensions, either an array of channel ids (the
+dimension carries channels that pruning may remove) or ``None`` (its size never changes: batch,
+spatial and token dimensions, the model's input channels, anything the graph cannot resize).
+A conv or linear output opens fresh ids; BN, activations and pooling pass them through; ``cat``
+concatenates them and ``split``/``chunk`` slice them; an elementwise op *couples* its operands
+dimension by dimension. Reshapes (flatten into a linear layer, the channel shuffle's
+``view -> transpose -> view``, attention heads) are followed by reshaping the id arrays: a
+flatten of ``[C, H, W]`` gives each channel H*W consecutive input features of the linear layer.
+
+Some structures constrain *which* channels may go rather than coupling two tensors. A grouped
+convolution (or a GroupNorm, or ``chunk``) must lose the same number of channels in every group,
+so the i-th channel of every group is coupled ("per group position", as in Torch-Pruning); a
+reshape to a *constant* number of rows (``view(N, groups, -1, H, W)``) couples the channels of
+each column across the rows. Whatever cannot be resized is *fixed*: the model's outputs, a
+reshape to a constant channel count, the embedding width of an attention module.
+
+Finally, channels that live in the same set of (module, kind) places form one group: the unit a
+criterion ranks and surgery cuts.
 
 Example, a residual block (``out = relu(bn2(conv2(relu(bn1(conv1(x))))) + x)``)::
 
@@ -23,22 +34,27 @@ Example, a residual block (``out = relu(bn2(conv2(relu(bn1(conv1(x))))) + x)``):
 Removing channel 3 of group A removes output 3 of x's producer and of conv2, entry 3 of both
 BatchNorms, and input 3 of conv1 and of every later consumer.
 
-Channels that reach the model's inputs or outputs are *fixed*: their number is part of the contract.
+The built-in op handlers live in :mod:`edgeprune.prune.handlers`; :func:`register_handler` adds or
+overrides one.
 """
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable
+import contextlib
+import io
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from edgeprune.errors import GraphError
+
+Ids = np.ndarray
+"""A 1-D int64 array: the channel id of each index of one tensor dimension."""
 
 
 @dataclass(frozen=True)
@@ -46,17 +62,22 @@ class Place:
     """Where one channel lives in one module.
 
     Attributes:
-        module: the module path (``layer1.conv2``).
-        kind: ``out`` (weight dim 0, bias), ``norm`` (affine and running stats), ``in`` (weight
-            dim 1, or linear input features), or ``dw`` (depthwise conv: in and out together).
+        module: the module path (``layer1.conv2``); for kind ``param``, the parameter's path
+            (``encoder.pos_embedding``).
+        kind: ``out`` (weight dim 0, bias), ``norm`` (affine and running stats, LayerNorm's
+            normalized width), ``in`` (conv weight dim 1, or linear input features), ``dw``
+            (depthwise conv: its groups, inputs and outputs together), or ``param`` (a parameter
+            or buffer used directly in the forward, such as a layer scale or a position embedding).
         index: the channel's index in that dimension (for ``in``: its first input feature).
-        expand: for ``in``, features per channel (H*W when a flatten precedes a linear layer).
+        expand: for ``in``, consecutive features per channel (H*W when a flatten precedes a linear).
+        dim: for ``param``, the parameter dimension the index is in.
     """
 
     module: str
     kind: str
     index: int
     expand: int = 1
+    dim: int = 0
 
 
 @dataclass(frozen=True)
@@ -80,6 +101,9 @@ class Group:
         members  = [stem.0.out, stem.1.norm, layer1.conv1.in, layer1.conv2.out, ...]
         channels = [[Place("stem.0", "out", 0), Place("stem.1", "norm", 0), ...],   # channel 0
                     [Place("stem.0", "out", 1), ...], ...]
+
+    A "channel" may hold several places of one module: a grouped convolution couples the i-th
+    channel of each of its groups, so one channel of the group is one index in every conv group.
     """
 
     id: int
@@ -100,283 +124,430 @@ class Group:
         return f"Group(id={self.id}, size={self.size}, fixed={self.fixed!r}, members=[{names}])"
 
 
-# A tensor's channel dimension: one (channel id, features per channel) pair per channel.
-Layout = list[tuple[int, int]]
+@dataclass(frozen=True)
+class Layout:
+    """The channel ids of one tensor, per dimension.
+
+    Attributes:
+        dims: for each dimension, the id of each index (a 1-D array as long as the dimension), or
+            None when the dimension carries no prunable channel and its size never changes.
+        shape: the tensor's shape in the example pass.
+    """
+
+    dims: tuple[Ids | None, ...]
+    shape: tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def carried(self) -> list[int]:
+        """The dimensions that carry channel ids."""
+        return [d for d, ids in enumerate(self.dims) if ids is not None]
+
+    def replace(self, dim: int, ids: Ids | None, size: int | None = None) -> Layout:
+        """This layout with dimension ``dim`` replaced (and resized)."""
+        dims = list(self.dims)
+        dims[dim] = ids
+        shape = list(self.shape)
+        if size is not None:
+            shape[dim] = size
+        elif ids is not None:
+            shape[dim] = len(ids)
+        return Layout(tuple(dims), tuple(shape))
 
 
-# Modules and functions that leave the channel layout unchanged.
-PASS_MODULES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LeakyReLU,
-    nn.ELU, nn.Mish, nn.PReLU, nn.Identity, nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.MaxPool2d,
-    nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Upsample, nn.ZeroPad2d,
-)
-PASS_FUNCTIONS: set[Any] = {
-    F.relu, F.relu6, F.silu, F.gelu, F.hardswish, F.hardsigmoid, F.sigmoid, F.tanh, F.leaky_relu, F.elu,
-    F.dropout, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.interpolate,
-    F.pad, torch.relu, torch.sigmoid, torch.tanh, torch.nn.functional.hardtanh, F.mish,
-}
-PASS_METHODS = {"relu", "sigmoid", "tanh", "contiguous", "clone", "float", "relu_", "sigmoid_", "detach"}
-ELEMENTWISE = {operator.add, operator.iadd, operator.mul, operator.imul, operator.sub, operator.truediv,
-               torch.add, torch.mul, torch.sub}
-ELEMENTWISE_METHODS = {"add", "mul", "sub", "add_", "mul_", "div"}
+@dataclass(frozen=True)
+class ParamRef:
+    """A parameter or buffer read directly in the forward (``get_attr``), possibly viewed.
 
+    Its dimensions become channel dimensions lazily, when an op combines it with a tensor whose
+    matching dimension carries channels (``x * self.layer_scale``, ``x + self.pos_embedding``).
+
+    Attributes:
+        path: its path in the model; None for a constant that fx created (it cannot be sliced).
+        shape: the current (viewed) shape.
+        source_dims: for each current dimension, the parameter dimension it shows (None for a
+            dimension a view inserted).
+    """
+
+    path: str | None
+    shape: tuple[int, ...]
+    source_dims: tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class SizeOf:
+    """An integer computed from tensor sizes (``C = x.size(1)``, ``H // p``), with where it came from.
+
+    A reshape whose size argument is such a value follows that tensor after pruning, so if the
+    reshaped dimension cannot change, neither may the channels it was read from.
+    """
+
+    sources: tuple[tuple[Layout, int], ...]
+
+
+Value = Layout | ParamRef | SizeOf | tuple[Any, ...] | None
 Handler = Callable[["GraphBuilder", fx.Node], Any]
-# User extension point: module type or function -> handler returning the node's output layout.
+# User extension point: module type, function, or method name -> handler returning the node's value.
 HANDLERS: dict[Any, Handler] = {}
 
 
 def register_handler(target: Any, handler: Handler) -> None:
-    """Teach the graph a module type, function or method name it does not know.
+    """Teach the graph a module type, function or tensor-method name it does not know.
 
-    The handler receives the builder and the node and returns the output layout (or None for a
-    non-tensor result); it may call ``builder.layout_of``, ``builder.new_channels``,
-    ``builder.add_places``, ``builder.consume`` and ``builder.couple``.
+    The handler receives the builder and the node and returns the output :class:`Layout` (or a
+    tuple of them for a tuple result, or None for a non-tensor result). Most handlers are one
+    line: ``builder.layout_of(node.args[0])`` for an op that leaves channels where they are, or
+    ``builder.opaque(node, "why")`` for one whose channels must not change. The builder also
+    offers ``new_channels``, ``consume``, ``add_places``, ``couple`` and ``fix``. A registered
+    module type is traced as a leaf, so its forward is not looked into.
     """
     HANDLERS[target] = handler
 
 
 class GraphBuilder:
-    """Walks an fx graph once and records channels, their couplings and their places."""
+    """Walks an fx graph once and records channels, their couplings and their places.
 
-    def __init__(self, gm: fx.GraphModule) -> None:
+    Args:
+        gm: the traced model, its nodes annotated with shapes.
+        ignore: module paths whose unknown ops are mapped as opaque (inputs and outputs fixed)
+            instead of raising.
+        model: the model that was traced. Module lookups go to it, because the GraphModule
+            replaces the containers of directly read parameters with plain ``nn.Module`` stubs.
+    """
+
+    def __init__(self, gm: fx.GraphModule, ignore: Sequence[str] = (), model: nn.Module | None = None) -> None:
+        from edgeprune.prune import handlers
+
+        source = model if model is not None else gm
         self.gm = gm
-        self.modules = dict(gm.named_modules())
-        self.layouts: dict[fx.Node, Any] = {}
+        self.modules = dict(source.named_modules())
+        self.tensors = {name for name, _ in source.named_parameters()} | {name for name, _ in source.named_buffers()}
+        self.ignore = tuple(ignore)
+        self.values: dict[fx.Node, Value] = {}
         self.parent: list[int] = []
         self.places: list[list[Place]] = []
         self.fixed: dict[int, str] = {}
+        # Ids already registered at a (module, kind, dim): a module called twice shares its channels.
+        self.sites: dict[tuple[str, str, int], Ids] = {}
+        self.module_handlers = handlers.MODULE_HANDLERS
+        self.function_handlers = handlers.FUNCTION_HANDLERS
+        self.method_handlers = handlers.METHOD_HANDLERS
+        self.node: fx.Node | None = None
 
     # -- channels (a union-find over every channel of every tensor) --------------------------
-    def new_channels(self, count: int, module: str | None = None, kind: str = "out") -> Layout:
-        """Open ``count`` fresh channels, optionally living at ``module``'s ``kind`` dimension."""
-        layout = []
-        for i in range(count):
-            cid = len(self.parent)
-            self.parent.append(cid)
-            self.places.append([Place(module, kind, i)] if module is not None else [])
-            layout.append((cid, 1))
-        return layout
+    def new_ids(self, count: int) -> Ids:
+        """``count`` fresh channel ids that live nowhere yet."""
+        start = len(self.parent)
+        self.parent.extend(range(start, start + count))
+        self.places.extend([] for _ in range(count))
+        return np.arange(start, start + count, dtype=np.int64)
+
+    def fixed_ids(self, count: int, reason: str) -> Ids:
+        """Fresh ids for channels that exist but can never be removed."""
+        ids = self.new_ids(count)
+        self.fix(ids, reason)
+        return ids
+
+    def new_channels(self, count: int, module: str, kind: str = "out") -> Ids:
+        """Open ``count`` channels living at index i of ``module``'s ``kind`` dimension.
+
+        A module called twice (weight sharing) gets the same ids both times.
+        """
+        key = (module, kind, 0)
+        if key in self.sites and len(self.sites[key]) == count:
+            return self.sites[key]
+        ids = self.new_ids(count)
+        self.add_places(ids, module, kind)
+        return ids
 
     def find(self, cid: int) -> int:
-        while self.parent[cid] != cid:
-            self.parent[cid] = self.parent[self.parent[cid]]
-            cid = self.parent[cid]
+        parent = self.parent
+        while parent[cid] != cid:
+            parent[cid] = parent[parent[cid]]
+            cid = parent[cid]
         return cid
 
-    def couple(self, a: Layout, b: Layout, where: str) -> Layout:
-        """Union two layouts channel by channel: channel i of one stays aligned with i of the other."""
+    def roots(self, ids: np.ndarray) -> np.ndarray:
+        """The union-find root of every id in an array of any shape."""
+        unique, inverse = np.unique(ids, return_inverse=True)
+        mapped = np.array([self.find(int(c)) for c in unique], dtype=np.int64)
+        return mapped[inverse].reshape(ids.shape)
+
+    def _union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if len(self.places[ra]) < len(self.places[rb]):
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.places[ra].extend(self.places[rb])
+        self.places[rb] = []
+        if rb in self.fixed:
+            self.fixed.setdefault(ra, self.fixed.pop(rb))
+
+    def couple(self, a: Ids, b: Ids, where: str = "") -> Ids:
+        """Union two id arrays index by index: channel i of one stays aligned with i of the other."""
         if len(a) != len(b):
-            raise GraphError(f"{where}: elementwise op on {len(a)} and {len(b)} channels cannot be mapped")
-        for (ca, _), (cb, _) in zip(a, b):
-            ra, rb = self.find(ca), self.find(cb)
-            if ra != rb:
-                self.parent[rb] = ra
-                self.places[ra].extend(self.places[rb])
-                self.places[rb] = []
-                if rb in self.fixed:
-                    self.fixed.setdefault(ra, self.fixed[rb])
+            raise GraphError(f"{where or self.where()}: cannot align {len(a)} channels with {len(b)}")
+        pairs = np.unique(np.stack([np.asarray(a), np.asarray(b)], axis=1), axis=0)
+        for x, y in pairs.tolist():
+            if x != y:
+                self._union(x, y)
         return a
 
-    def add_places(self, layout: Layout, module: str, kind: str) -> None:
-        """Record that channel i of ``layout`` lives at index i of ``module``'s ``kind`` dimension."""
-        for i, (cid, _) in enumerate(layout):
-            self.places[self.find(cid)].append(Place(module, kind, i))
+    def couple_along(self, block: np.ndarray, axis: int) -> None:
+        """Couple the ids of ``block`` along ``axis``: entry j of every slice is one channel."""
+        moved = np.moveaxis(block, axis, 0)
+        first = moved[0].reshape(-1)
+        for other in moved[1:]:
+            self.couple(first, other.reshape(-1))
 
-    def fix(self, layout: Layout | None, reason: str) -> None:
-        for cid, _ in layout or []:
-            self.fixed.setdefault(self.find(cid), reason)
+    def fix(self, ids: Layout | np.ndarray | None, reason: str) -> None:
+        """Mark channels as never removable; ``reason`` says why (reported on the group)."""
+        if ids is None:
+            return
+        arrays = [d for d in ids.dims if d is not None] if isinstance(ids, Layout) else [ids]
+        for array in arrays:
+            for cid in np.unique(array).tolist():
+                self.fixed.setdefault(self.find(cid), reason)
 
-    # -- walking --------------------------------------------------------------------------------
-    def shape(self, node: fx.Node) -> tuple[int, ...] | None:
+    def add_places(self, ids: Ids, module: str, kind: str, dim: int = 0) -> None:
+        """Record that channel ``ids[i]`` lives at index i of ``module``'s ``kind`` dimension."""
+        key = (module, kind, dim)
+        if key in self.sites:
+            self.couple(self.sites[key], ids)
+            return
+        self.sites[key] = ids
+        for i, cid in enumerate(ids.tolist()):
+            self.places[self.find(cid)].append(Place(module, kind, i, 1, dim))
+
+    def consume(self, ids: Ids, module: str) -> None:
+        """Record every feature of ``ids`` as an input of ``module`` (runs of one id as one place)."""
+        key = (module, "in", 0)
+        if key in self.sites:
+            self.couple(self.sites[key], ids)
+            return
+        self.sites[key] = ids
+        values = ids.tolist()
+        start = 0
+        for i in range(1, len(values) + 1):
+            if i == len(values) or values[i] != values[start]:
+                self.places[self.find(values[start])].append(Place(module, "in", start, i - start))
+                start = i
+
+    def param_ids(self, path: str, dim: int, size: int) -> Ids:
+        """The channel ids of dimension ``dim`` of the parameter at ``path``."""
+        key = (path, "param", dim)
+        if key not in self.sites:
+            self.add_places(self.new_ids(size), path, "param", dim)
+        return self.sites[key]
+
+    def join(self, entries: Sequence[tuple[Ids | None, int]], reason: str) -> Ids | None:
+        """Align one dimension shared by several tensors (each ``(ids or None, size)``).
+
+        Tensors broadcast along it (size 1 against a larger size) take no part. If every
+        remaining tensor carries ids they are coupled; if one of them cannot change size, the
+        others' channels are fixed, because removing them would break the alignment.
+        """
+        full = max((size for _, size in entries), default=1)
+        taking = [ids for ids, size in entries if size == full]
+        carried = [ids for ids in taking if ids is not None]
+        if not carried:
+            return None
+        if len(carried) < len(taking):
+            for ids in carried:
+                self.fix(ids, reason)
+            return None
+        for other in carried[1:]:
+            self.couple(carried[0], other)
+        return carried[0]
+
+    # -- values -------------------------------------------------------------------------------
+    def shape(self, node: Any) -> tuple[int, ...] | None:
+        """The example-pass shape of a tensor node (None for non-tensors and tuples)."""
+        if not isinstance(node, fx.Node):
+            return None
         meta = node.meta.get("tensor_meta")
-        return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+        return tuple(int(s) for s in meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+    def value_of(self, arg: Any) -> Value:
+        return self.values.get(arg) if isinstance(arg, fx.Node) else None
 
     def layout_of(self, arg: Any) -> Layout | None:
-        """The channel layout of a tensor node (None for non-tensors and tuples of tensors)."""
-        layout = self.layouts.get(arg) if isinstance(arg, fx.Node) else None
-        return layout if isinstance(layout, list) else None
+        """The channel layout of a tensor node (None for non-tensors and tuples of tensors).
 
-    def consume(self, layout: Layout, module: str) -> None:
-        """Record every channel of ``layout`` as input features of ``module``."""
-        offset = 0
-        for cid, expand in layout:
-            self.places[self.find(cid)].append(Place(module, "in", offset, expand))
-            offset += expand
+        A parameter read directly comes back as a layout without channels: ops that know how to
+        slice parameters ask :meth:`resolve_param` instead.
+        """
+        value = self.value_of(arg)
+        if isinstance(value, ParamRef):
+            return free(value.shape)
+        return value if isinstance(value, Layout) else None
 
+    def resolve_param(self, ref: ParamRef, against: Sequence[Layout], out_shape: tuple[int, ...],
+                      skip: int | None = None) -> Layout:
+        """Turn a parameter into a layout, opening channels where it meets carried dimensions.
+
+        A parameter dimension becomes a channel dimension when it is as long as the broadcast
+        result and some tensor operand carries ids there (``layer_scale`` of shape [C, 1, 1]
+        times a [N, C, H, W] map). ``skip`` is an output dimension to leave alone (cat's axis).
+        """
+        nd = len(out_shape)
+        dims: list[Ids | None] = []
+        for k, size in enumerate(ref.shape):
+            d = k + nd - len(ref.shape)
+            src = ref.source_dims[k]
+            carried = any(
+                lay.dims[d - nd + lay.ndim] is not None and lay.shape[d - nd + lay.ndim] == size
+                for lay in against if 0 <= d - nd + lay.ndim < lay.ndim
+            )
+            if ref.path is not None and src is not None and d != skip and size == out_shape[d] and carried:
+                dims.append(self.param_ids(ref.path, src, size))
+            else:
+                dims.append(None)
+        return Layout(tuple(dims), ref.shape)
+
+    def where(self, node: fx.Node | None = None) -> str:
+        """A node's description for messages: its op and the module path it belongs to."""
+        node = node or self.node
+        if node is None:
+            return "graph"
+        return f"{describe(node, self.modules)} at {module_path(node) or '<model>'}"
+
+    def opaque(self, node: fx.Node, reason: str) -> Value:
+        """Map an op whose channels must not change: fix its inputs, output unprunable tensors."""
+        for arg in _flatten_args((node.args, node.kwargs)):
+            value = self.value_of(arg)
+            for lay in _flatten_args(value) if isinstance(value, tuple) else [value]:
+                if isinstance(lay, Layout):
+                    self.fix(lay, reason)
+        return free_like(node)
+
+    # -- walking ------------------------------------------------------------------------------
     def run(self) -> None:
         for node in self.gm.graph.nodes:
-            self.layouts[node] = self.visit(node)
+            self.node = node
+            try:
+                self.values[node] = self.visit(node)
+            except GraphError:
+                raise
+            except Exception as err:  # a handler's bug must surface as an explained error
+                raise GraphError(
+                    f"{self.where(node)}: mapping this op failed ({type(err).__name__}: {err}); add "
+                    f"'{module_path(node) or type(self.gm).__name__}' to the ignored layers, or register a "
+                    "handler with edgeprune.prune.graph.register_handler"
+                ) from err
+        self.node = None
 
-    def visit(self, node: fx.Node) -> Layout | None:
-        shape = self.shape(node)
+    def in_ignored(self, node: fx.Node) -> bool:
+        path = module_path(node)
+        return any(path == p or path.startswith(p + ".") for p in self.ignore)
+
+    def visit(self, node: fx.Node) -> Value:
         if node.op == "placeholder":
-            if shape is None or len(shape) < 2:
-                return None
-            layout = self.new_channels(shape[1])
-            self.fix(layout, "model input")
-            return layout
+            shape = self.shape(node)
+            return free(shape) if shape is not None else None
         if node.op == "output":
             for arg in _flatten_args(node.args):
-                self.fix(self.layout_of(arg), "model output")
+                value = self.value_of(arg)
+                for lay in _flatten_args(value) if isinstance(value, tuple) else [value]:
+                    if isinstance(lay, Layout):
+                        self.fix(lay, "model output")
             return None
         if node.op == "get_attr":
-            return None
-        inputs = [self.layout_of(a) for a in _flatten_args(node.args) + _flatten_args(list(node.kwargs.values()))]
-        tensor_inputs = [lay for lay in inputs if lay is not None]
+            shape = self.shape(node)
+            if shape is None:
+                return None
+            path = str(node.target) if str(node.target) in self.tensors else None
+            return ParamRef(path, shape, tuple(range(len(shape))))
+        handler = self.handler_for(node)
+        if handler is not None:
+            return handler(self, node)
+        if not any(isinstance(v, (Layout, ParamRef))
+                   for a in _flatten_args((node.args, node.kwargs)) for v in _flatten_args([self.value_of(a)])):
+            return free_like(node)  # shape arithmetic, or a tensor created inside the forward
+        if self.in_ignored(node):
+            return self.opaque(node, f"inside ignored layer {module_path(node)}")
+        path = module_path(node)
+        raise GraphError(
+            f"{describe(node, self.modules)} at {path or '<model>'} (node {node.name}) is not known to the "
+            f"pruning graph: add '{path or type(self.gm).__name__}' to the ignored layers, or register a "
+            "handler for it with edgeprune.prune.graph.register_handler"
+        )
+
+    def handler_for(self, node: fx.Node) -> Handler | None:
         if node.op == "call_module":
             module = self.modules[str(node.target)]
-            handler = HANDLERS.get(type(module))
-            if handler is not None:
-                return handler(self, node)
-            return self.visit_module(node, str(node.target), module, tensor_inputs, shape)
-        target = node.target
-        if target in HANDLERS:
-            return HANDLERS[target](self, node)
+            for cls in type(module).__mro__:
+                if cls in HANDLERS:
+                    return HANDLERS[cls]
+                if cls in self.module_handlers:
+                    return self.module_handlers[cls]
+            return None
         if node.op == "call_method":
-            return self.visit_method(node, str(target), tensor_inputs, shape)
-        return self.visit_function(node, target, tensor_inputs, shape)
-
-    def visit_module(self, node: fx.Node, path: str, module: nn.Module, inputs: list[Layout],
-                     shape: tuple[int, ...] | None) -> Layout | None:
-        x = inputs[0] if inputs else None
-        if isinstance(module, nn.Conv2d):
-            assert x is not None
-            if module.groups == 1:
-                self.consume(x, path)
-                return self.new_channels(module.out_channels, path, "out")
-            if module.groups == module.in_channels == module.out_channels:
-                self.add_places(x, path, "dw")
-                return x
-            raise GraphError(
-                f"{path}: grouped convolution (groups={module.groups}) is not handled yet; "
-                "add it to ignored layers or register a handler with edgeprune.prune.graph.register_handler"
-            )
-        if isinstance(module, nn.Linear):
-            assert x is not None
-            if shape is None or len(shape) != 2:
-                raise GraphError(f"{path}: Linear on a tensor of rank {len(shape or ())} is not handled yet "
-                                 "(only [batch, features]); add it to ignored layers")
-            self.consume(x, path)
-            return self.new_channels(module.out_features, path, "out")
-        if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            assert x is not None
-            self.add_places(x, path, "norm")
-            return x
-        if isinstance(module, nn.Flatten):
-            return self.flatten(x, node, shape)
-        if isinstance(module, PASS_MODULES):
-            return x
-        raise GraphError(
-            f"{path}: module type {type(module).__name__} is not known to the pruning graph; add it to "
-            "ignored layers or register a handler with edgeprune.prune.graph.register_handler"
-        )
-
-    def visit_function(self, node: fx.Node, target: Any, inputs: list[Layout],
-                       shape: tuple[int, ...] | None) -> Layout | None:
-        name = getattr(target, "__name__", str(target))
-        if target in PASS_FUNCTIONS:
-            return inputs[0] if inputs else None
-        if target in ELEMENTWISE:
-            return self.elementwise(node, inputs)
-        if target is torch.cat:
-            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-            parts = [self.layout_of(a) for a in node.args[0]]  # type: ignore[union-attr]
-            if dim not in (1, -3) or any(p is None for p in parts):
-                raise GraphError(f"{node.name}: torch.cat along dim {dim} is not handled yet")
-            return [ch for p in parts for ch in p or []]
-        if target in (torch.split, torch.chunk, torch.tensor_split):
-            return self.split(node, inputs)
-        if target is operator.getitem and isinstance(self.layouts.get(node.args[0]), tuple):
-            return self.layouts[node.args[0]][node.args[1]]  # type: ignore[index]
-        if target is torch.flatten:
-            return self.flatten(inputs[0] if inputs else None, node, shape)
-        if target is operator.getitem or target is getattr:
-            if inputs:
-                raise GraphError(f"{node.name}: indexing a feature map ({name}) is not handled yet")
+            return HANDLERS.get(node.target) or self.method_handlers.get(str(node.target))
+        try:
+            return HANDLERS.get(node.target) or self.function_handlers.get(node.target)
+        except TypeError:  # unhashable target
             return None
-        if not inputs:
-            return None
-        raise GraphError(
-            f"{node.name}: function {name} is not known to the pruning graph; register a handler with "
-            "edgeprune.prune.graph.register_handler or add the surrounding module to ignored layers"
-        )
-
-    def visit_method(self, node: fx.Node, method: str, inputs: list[Layout],
-                     shape: tuple[int, ...] | None) -> Layout | None:
-        if method in PASS_METHODS:
-            return inputs[0]
-        if method in ELEMENTWISE_METHODS:
-            return self.elementwise(node, inputs)
-        if method == "size" or method == "dim":
-            return None
-        if method in ("split", "chunk"):
-            return self.split(node, inputs)
-        if method in ("flatten", "view", "reshape"):
-            src = self.shape(node.args[0]) if isinstance(node.args[0], fx.Node) else None
-            if src is not None and shape is not None and len(shape) == 2 and shape[0] == src[0]:
-                return self.flatten(inputs[0], node, shape)
-            if src == shape:
-                return inputs[0]
-        if method == "mean" and shape is not None and len(shape) >= 2:
-            return inputs[0]
-        raise GraphError(
-            f"{node.name}: tensor method .{method}() is not known to the pruning graph; register a "
-            "handler with edgeprune.prune.graph.register_handler"
-        )
-
-    def elementwise(self, node: fx.Node, inputs: list[Layout]) -> Layout | None:
-        tensors = [a for a in _flatten_args(node.args) if isinstance(a, fx.Node) and self.layout_of(a) is not None]
-        if len(tensors) < 2:
-            return inputs[0] if inputs else None
-        a, b = tensors[0], tensors[1]
-        la, lb = self.layout_of(a), self.layout_of(b)
-        sa, sb = self.shape(a), self.shape(b)
-        assert la is not None and lb is not None
-        # A broadcast operand with one channel (a scalar gate) couples nothing.
-        if sb is not None and (len(sb) < 2 or sb[1] == 1):
-            return la
-        if sa is not None and (len(sa) < 2 or sa[1] == 1):
-            return lb
-        return self.couple(la, lb, node.name)
-
-    def split(self, node: fx.Node, inputs: list[Layout]) -> tuple[Layout, ...]:
-        """split/chunk along channels: a tuple of layouts, picked apart by getitem."""
-        meta = node.meta.get("tensor_meta")
-        dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
-        if not inputs or dim not in (1, -3) or not isinstance(meta, (tuple, list)):
-            raise GraphError(f"{node.name}: split/chunk along dim {dim} is not handled yet")
-        parts, start = [], 0
-        for part in meta:
-            width = int(part.shape[1])
-            parts.append(inputs[0][start:start + width])
-            start += width
-        return tuple(parts)
-
-    def flatten(self, x: Layout | None, node: fx.Node, shape: tuple[int, ...] | None) -> Layout | None:
-        src = self.shape(node.args[0]) if node.args and isinstance(node.args[0], fx.Node) else None
-        if x is None or src is None:
-            return x
-        spatial = 1
-        for d in src[2:]:
-            spatial *= int(d)
-        return [(cid, expand * spatial) for cid, expand in x]
 
     def groups(self) -> list[Group]:
-        """Channels with the same set of (module, kind) members form one group."""
-        by_key: dict[tuple[tuple[str, str], ...], Group] = {}
+        """Channels with the same set of (module, kind) members (and fixedness) form one group."""
+        by_key: dict[tuple[Any, ...], Group] = {}
         for cid in range(len(self.parent)):
             places = self.places[cid]
             if self.find(cid) != cid or not places:
                 continue
-            key = tuple(sorted({(p.module, p.kind) for p in places}))
+            reason = self.fixed.get(cid)
+            key = (tuple(sorted({(p.module, p.kind) for p in places})), reason is not None)
             group = by_key.get(key)
             if group is None:
                 members = list(dict.fromkeys(Member(p.module, p.kind) for p in places))
-                group = by_key[key] = Group(len(by_key), members)
+                group = by_key[key] = Group(len(by_key), members, fixed=reason)
             group.channels.append(places)
-            if cid in self.fixed and group.fixed is None:
-                group.fixed = self.fixed[cid]
         return list(by_key.values())
+
+
+def free(shape: Sequence[int]) -> Layout:
+    """A layout with no prunable channel (every dimension keeps its size)."""
+    return Layout((None,) * len(shape), tuple(int(s) for s in shape))
+
+
+def free_like(node: fx.Node) -> Value:
+    """Unprunable layouts shaped like the node's result (a tuple for tuple results)."""
+    meta = node.meta.get("tensor_meta")
+    if meta is None:
+        return None
+    if hasattr(meta, "shape"):
+        return free(meta.shape)
+    if isinstance(meta, (tuple, list)):
+        return tuple(free(m.shape) if hasattr(m, "shape") else None for m in meta)
+    return None
+
+
+def module_path(node: fx.Node) -> str:
+    """The path of the module a node belongs to ('' for the top level)."""
+    if node.op == "call_module":
+        return str(node.target)
+    stack = node.meta.get("nn_module_stack")
+    if stack:
+        last = list(stack.values())[-1]
+        return str(last[0] if isinstance(last, tuple) else last)
+    return ""
+
+
+def describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
+    """A human name for a node's op: a module type, a function or a tensor method."""
+    if node.op == "call_module":
+        return f"module {type(modules[str(node.target)]).__name__}"
+    if node.op == "call_method":
+        return f"tensor method .{node.target}()"
+    target = node.target
+    name = getattr(target, "__name__", str(target))
+    owner = getattr(target, "__module__", None)
+    return f"function {owner}.{name}" if owner else f"function {name}"
 
 
 def _flatten_args(args: Any) -> list[Any]:
@@ -386,31 +557,80 @@ def _flatten_args(args: Any) -> list[Any]:
             flat.extend(_flatten_args(arg))
         elif isinstance(arg, dict):
             flat.extend(_flatten_args(list(arg.values())))
+        elif isinstance(arg, slice):
+            flat.extend(_flatten_args([arg.start, arg.stop, arg.step]))
         else:
             flat.append(arg)
     return flat
 
 
-def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
+# Module types the tracer keeps as leaves even when subclassed, as long as the subclass keeps the
+# base forward (a subclass that overrides forward is traced through, since its math may differ).
+_LEAF_BASES: tuple[type[nn.Module], ...] = (
+    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
+    nn.GroupNorm, nn.LayerNorm,
+)
+
+
+class _Tracer(fx.Tracer):
+    """fx tracer that keeps ignored containers and modules with registered handlers as leaves."""
+
+    def __init__(self, leaf_paths: Iterable[str]) -> None:
+        super().__init__()
+        self.leaf_paths = set(leaf_paths)
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if module_qualified_name in self.leaf_paths or any(cls in HANDLERS for cls in type(m).__mro__[:-1]):
+            return True
+        for base in _LEAF_BASES:
+            if isinstance(m, base) and type(m).forward is base.forward:
+                return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+
+def trace(model: nn.Module, example: torch.Tensor, ignore: Sequence[str] = ()) -> fx.GraphModule:
     """Trace with torch.fx and annotate every node with its output shape.
+
+    Args:
+        model: the model (not modified).
+        example: an input batch; only shapes matter.
+        ignore: module paths traced as opaque leaves when they are containers, so that a block
+            fx cannot trace, or whose ops the graph does not know, can be left out of pruning.
 
     Raises:
         GraphError: the model cannot be traced symbolically (data-dependent control flow).
     """
+    modules = dict(model.named_modules())
+    containers = [p for p in ignore if p in modules and not isinstance(modules[p], _LEAF_BASES)]
     try:
-        gm = fx.symbolic_trace(model)
+        graph = _Tracer(containers).trace(model)
+        gm = fx.GraphModule(model, graph, type(model).__name__)
     except Exception as err:  # fx raises many exception types for untraceable code
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise GraphError(
-            f"torch.fx cannot trace {type(model).__name__}: {err}. Models with data-dependent control "
-            "flow need a traceable wrapper"
+            f"torch.fx cannot trace {type(model).__name__}: {first}. Data-dependent control flow needs a "
+            "traceable wrapper; or add the offending block to the ignored layers so it is traced as a leaf"
         ) from err
-    with torch.no_grad():
-        ShapeProp(gm).propagate(example)
+    try:
+        # ShapeProp prints a traceback before re-raising; the GraphError below says it in one line.
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+            ShapeProp(gm).propagate(example)
+    except Exception as err:  # the example does not fit the model
+        cause = err.__cause__ or err
+        node = str(err).split("node=", 1)[-1].split(" ", 1)[0] if "node=" in str(err) else "?"
+        raise GraphError(f"the example input {tuple(example.shape)} does not run through "
+                         f"{type(model).__name__} (at node {node}): {cause}") from err
     return gm
 
 
-def build_groups(model: nn.Module, example: torch.Tensor) -> list[Group]:
+def build_groups(model: nn.Module, example: torch.Tensor, ignore: Sequence[str] = ()) -> list[Group]:
     """Return the coupled-channel groups of ``model`` (which is not modified).
+
+    Args:
+        model: the model; traced in eval mode and put back in its mode.
+        example: an input batch (batch size 2 or more keeps the batch dimension unambiguous).
+        ignore: module paths whose unknown ops are mapped as opaque instead of raising (see
+            :func:`trace`).
 
     Raises:
         GraphError: an op the graph cannot map, naming the op, its module path and what to do.
@@ -418,7 +638,7 @@ def build_groups(model: nn.Module, example: torch.Tensor) -> list[Group]:
     was_training = model.training
     model.eval()
     try:
-        builder = GraphBuilder(trace(model, example))
+        builder = GraphBuilder(trace(model, example, ignore), ignore, model)
         builder.run()
     finally:
         model.train(was_training)

@@ -8,7 +8,7 @@ from torch import nn
 
 from edgeprune.errors import GraphError
 from edgeprune.models.digits import digits_resnet
-from edgeprune.prune.graph import build_groups, register_handler, HANDLERS
+from edgeprune.prune.graph import HANDLERS, build_groups, register_handler
 
 
 def group_of(groups, module: str, kind: str):
