@@ -7,28 +7,77 @@ import typer
 
 from edgeprune.cli._common import MODEL_HELP, console, fail, progress_steps, user_errors
 
+DIGITS = "digits-resnet"
+
 
 def prune(
     model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     out: Annotated[Path, typer.Option(help="Folder for the pruned model (model.json, plan.json, weights).")],
-    pattern: Annotated[str, typer.Option(help="channel, unstructured or nm.")] = "channel",
+    pattern: Annotated[str, typer.Option(
+        help="channel, unstructured, nm, vector (kernel row), kernel (k x k), block (b x b of the GEMM view) "
+             "or bank (bank-balanced).")] = "channel",
     sparsity: Annotated[float | None, typer.Option(help="Fraction removed, between 0 and 1.")] = None,
     target_macs: Annotated[float | None, typer.Option(help="channel only: fraction of MACs to keep.")] = None,
     criterion: Annotated[str, typer.Option(help="channel only: l1, l2, bn-scale, random.")] = "l1",
     round_to: Annotated[int, typer.Option(help="channel only: keep counts multiples of this.")] = 1,
     weights: Annotated[Path | None, typer.Option(help="A .safetensors or .pt state dict.")] = None,
     finetune_epochs: Annotated[int, typer.Option(help="digits-resnet only: fine-tune epochs after pruning.")] = 0,
+    nm: Annotated[str, typer.Option(help="nm only: the N:M pattern, along input channels.")] = "2:4",
+    permute: Annotated[bool, typer.Option(
+        help="nm only: permute channels first so the mask keeps more magnitude (outputs unchanged).")] = False,
+    block_size: Annotated[int, typer.Option(help="block only: tile side b, in weights of the GEMM view.")] = 4,
+    banks: Annotated[int | None, typer.Option(help="bank only: banks per GEMM row (default 4).")] = None,
+    bank_size: Annotated[int | None, typer.Option(help="bank only: weights per bank (instead of --banks).")] = None,
+    ignore: Annotated[str, typer.Option(
+        help="Comma-separated module paths left alone (masks default: stem conv and classifier).")] = "",
+    selector: Annotated[str | None, typer.Option(
+        help="channel only, digits-resnet: choose channels from data (lasso, omp, l1/2, magnitude) and refit "
+             "the next layer by least squares (He et al. 2017).")] = None,
+    refit: Annotated[bool, typer.Option(help="With --selector: refit weights by least squares.")] = True,
+    calib_samples: Annotated[int, typer.Option(help="With --selector: calibration images.")] = 256,
+    regularize: Annotated[str | None, typer.Option(
+        help="digits-resnet: train first with l1, l2, l1/2, group-lasso or bn-l1 (proximal steps), then "
+             "remove what it zeroed (channel) or mask it.")] = None,
+    reg_strength: Annotated[float | None, typer.Option(
+        help="With --regularize: lambda (default per penalty, tuned on digits-resnet).")] = None,
+    reg_groups: Annotated[str, typer.Option(
+        help="With --regularize group-lasso: comma-separated filter, channel, shape, depth.")] = "filter,channel",
+    reg_epochs: Annotated[int, typer.Option(help="With --regularize: training epochs.")] = 4,
+    reg_lr: Annotated[float, typer.Option(help="With --regularize: peak learning rate.")] = 0.01,
+    schedule: Annotated[str, typer.Option(
+        help="oneshot, or gradual (cubic schedule, fine-tuning between steps; digits-resnet, mask patterns).")
+    ] = "oneshot",
+    steps: Annotated[int, typer.Option(help="gradual only: pruning steps.")] = 4,
+    step_epochs: Annotated[int, typer.Option(help="gradual only: fine-tune epochs after each step.")] = 1,
+    tolerance: Annotated[float | None, typer.Option(
+        help="gradual only: withdraw the last step and stop if accuracy drops more than this (e.g. 0.01).")] = None,
+    sparse_exec: Annotated[bool, typer.Option(
+        help="Time every sparse layer dense and as CSR on this CPU and report where CSR wins.")] = False,
+    sensitivity: Annotated[Path | None, typer.Option(
+        help="digits-resnet: scan per-layer sensitivity (accuracy vs sparsity, each layer alone) for this "
+             "pattern; writes this image and a .md table beside it.")] = None,
 ) -> None:
     """Prune a model and write a pruned-model folder.
 
     Example: edgeprune prune digits-resnet --weights runs/demo/baseline/weights.safetensors
     --pattern channel --sparsity 0.3 --out runs/pruned
+
+    More: --pattern bank --sparsity 0.75 --schedule gradual --tolerance 0.01;
+    --pattern nm --permute; --pattern channel --sparsity 0.5 --selector lasso;
+    --pattern channel --regularize group-lasso --reg-strength 6.
     """
     with user_errors():
         from edgeprune.prune.api import PruneRequest
 
-        request = PruneRequest(pattern, sparsity=sparsity, target_macs=target_macs, criterion=criterion,
-                               round_to=round_to)
+        n, m = _parse_nm(nm)
+        request = PruneRequest(
+            pattern, sparsity=sparsity, target_macs=target_macs, criterion=criterion, round_to=round_to, n=n, m=m,
+            ignore=frozenset(p for p in ignore.split(",") if p.strip()), block=block_size, banks=banks,
+            bank_size=bank_size, permute=permute, selector=selector, refit=refit, calib_samples=calib_samples,
+            regularizer=regularize, reg_strength=reg_strength,
+            reg_groups=tuple(g.strip() for g in reg_groups.split(",") if g.strip()), reg_epochs=reg_epochs,
+            reg_lr=reg_lr, schedule=schedule, steps=steps, step_epochs=step_epochs, tolerance=tolerance,
+        )
         if out.exists() and any(out.iterdir()) and not (out / "model.json").is_file():
             raise fail(f"{out} exists and is not a pruned-model folder: choose another --out")
         from edgeprune.analysis.cost import model_cost
@@ -37,27 +86,125 @@ def prune(
         from edgeprune.prune.plan import save_pruned
 
         loaded = load_model(model, weights)
-        pruned, plan, summary = prune_model(loaded.model, loaded.input_shape, request)
+        needs_data = request.needs_data or sensitivity is not None
+        data = _digits_data(loaded, "this method") if needs_data else None
+        if sensitivity is not None:
+            _sensitivity(loaded, request, data, sensitivity)
+        if request.needs_data:
+            with progress_steps() as step:
+                pruned, plan, summary = prune_model(loaded.model, loaded.input_shape, request, data, step)
+        else:
+            pruned, plan, summary = prune_model(loaded.model, loaded.input_shape, request)
         accuracy = None
         if finetune_epochs > 0:
-            accuracy = _finetune_digits(loaded.spec, pruned, plan.masks, finetune_epochs)
+            accuracy = _finetune_digits(loaded, pruned, plan.masks, finetune_epochs)
         before, after = model_cost(loaded.model, loaded.input_shape), model_cost(pruned, loaded.input_shape)
+        if sparse_exec:
+            summary["sparse_exec"] = _sparse_exec(pruned, loaded.input_shape)
         meta = {"source": loaded.meta.get("source", loaded.spec), "input_shape": list(loaded.input_shape),
                 "method": pattern, "accuracy": accuracy, "summary": summary}
         save_pruned(out, pruned, plan, meta)
+        _print_summary(summary)
         console.print(f"{pattern}: MACs {before.macs:,} → effective {after.effective_macs:,.0f} "
                       f"({before.macs / max(after.effective_macs, 1):.2f}× theoretical, MAC ratio); "
                       f"params {before.params:,} → {after.nonzero_params:,} non-zero; wrote {out}")
 
 
-def _finetune_digits(spec: str, model: Any, masks: dict[str, Any], epochs: int) -> float:
+def _parse_nm(text: str) -> tuple[int, int]:
+    try:
+        n_text, m_text = text.split(":")
+        return int(n_text), int(m_text)
+    except ValueError:
+        raise fail(f"--nm must look like 2:4, got '{text}'") from None
+
+
+def _digits_data(loaded: Any, what: str) -> Any:
     from edgeprune.models.digits import load_digits_data
+    from edgeprune.prune.api import PruneData
+
+    if loaded.meta.get("source", loaded.spec) != DIGITS:
+        raise fail(f"{what} needs a data set; only {DIGITS} has one built in")
+    data = load_digits_data()
+    return PruneData(data.x_train, data.y_train, data.x_test, data.y_test)
+
+
+def _finetune_digits(loaded: Any, model: Any, masks: dict[str, Any], epochs: int) -> float:
     from edgeprune.models.train import TrainConfig, evaluate, train
 
-    if spec != "digits-resnet":
-        raise fail("--finetune-epochs needs a data set; only digits-resnet has one built in")
-    data = load_digits_data()
+    data = _digits_data(loaded, "--finetune-epochs")
     with progress_steps() as step:
         train(model, data.x_train, data.y_train, TrainConfig(epochs=epochs, lr=0.01, seed=1), masks=masks or None,
               on_step=lambda s, t: step("fine-tune", s, t))
-    return evaluate(model, data.x_test, data.y_test)
+    return float(evaluate(model, data.x_eval, data.y_eval))
+
+
+def _sensitivity(loaded: Any, request: Any, data: Any, path: Path) -> None:
+    from edgeprune.models.train import evaluate
+    from edgeprune.prune.sensitivity import layer_sensitivity, plot_sensitivity, sensitivity_markdown
+
+    options = {} if request.pattern == "channel" else {
+        "n": request.n, "m": request.m, "block": request.block, "banks": request.banks, "bank_size": request.bank_size}
+    rows = layer_sensitivity(loaded.model, loaded.input_shape, lambda mdl: evaluate(mdl, data.x_eval, data.y_eval),
+                             pattern=request.pattern, ignore=request.ignore, **options)
+    plot_sensitivity(rows, path, title=f"Per-layer sensitivity, {request.pattern}")
+    table = sensitivity_markdown(rows)
+    path.with_suffix(".md").write_text(table)
+    console.print(table)
+    console.print(f"sensitivity plot: {path}; table: {path.with_suffix('.md')}")
+
+
+def _sparse_exec(model: Any, input_shape: tuple[int, ...]) -> list[dict[str, Any]]:
+    from edgeprune.prune.sparse_exec import sparsify_model
+
+    _, report = sparsify_model(model, input_shape)
+    for row in report:
+        if row["dense_ms"] is None:
+            continue
+        verdict = "CSR" if row["csr"] else "dense"
+        console.print(f"  {row['module']}: sparsity {row['sparsity']:.0%}, dense {row['dense_ms']:.3f} ms, "
+                      f"CSR {row['csr_ms']:.3f} ms ({row['speedup']:.2f}×, theoretical {row['theoretical']:.1f}×) "
+                      f"→ {verdict}", highlight=False)
+    return report
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    """The method-specific lines: skipped layers, 2:4 validity, storage, schedule, regularization."""
+    for layer in summary.get("layers", []):
+        if layer.get("skipped") and layer["skipped"] != "no zeros":
+            console.print(f"  skipped {layer['module']}: {layer['skipped']}", highlight=False)
+        if "relative_error" in layer:
+            console.print(f"  {layer['consumer']}: kept {layer['kept']}/{layer['channels']} channels, "
+                          f"reconstruction error {layer['relative_error']:.4f}", highlight=False)
+    failing = [c for c in summary.get("nm_check", []) if not c["ok"]]
+    if summary.get("nm_check") is not None:
+        valid = len(summary["nm_check"]) - len(failing)
+        console.print(f"  TensorRT N:M rule holds on {valid} of {len(summary['nm_check'])} layers", highlight=False)
+        for check in failing:
+            console.print(f"    {check['module']}: {check['reason'] or 'left dense'}", highlight=False)
+    if "permutation" in summary:
+        perm = summary["permutation"]
+        console.print(f"  permutation: kept magnitude {perm['kept_before']:.1f} → {perm['kept_after']:.1f} "
+                      f"(+{100 * perm['gain']:.2f}%)", highlight=False)
+    if "storage" in summary:
+        storage = summary["storage"]
+        console.print(f"  storage (computed): dense {storage['dense_bytes']:,} B → {storage['best_bytes']:,} B in the "
+                      f"best format per layer ({storage['compression']:.2f}×)", highlight=False)
+    if "schedule" in summary:
+        sched = summary["schedule"]
+        for record in sched["history"]:
+            acc = "–" if record["accuracy"] is None else f"{100 * record['accuracy']:.1f}%"
+            console.print(f"  step {record['step']}: sparsity {record['sparsity']:.1%}, accuracy {acc}"
+                          f"{'' if record['accepted'] else ' (withdrawn)'}", highlight=False)
+        if sched["withdrawn"]:
+            console.print(f"  {sched['withdrawn']}", highlight=False)
+    if "regularization" in summary:
+        reg = summary["regularization"]
+        rows = reg["structure"]
+        mean_rows = sum(r["row_sparsity"] for r in rows) / max(1, len(rows))
+        mean_cols = sum(r["column_sparsity"] for r in rows) / max(1, len(rows))
+        console.print(f"  {reg['kind']} (λ={reg['strength']:g}, {reg['epochs']} epochs): mean row sparsity "
+                      f"{mean_rows:.0%}, column sparsity {mean_cols:.0%}", highlight=False)
+    if "removed" in summary:
+        removed = summary["removed"]
+        console.print(f"  removed {removed['channels_removed']} all-zero channels "
+                      f"(output change {removed['max_output_diff']:.2g})", highlight=False)
