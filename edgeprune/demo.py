@@ -4,7 +4,8 @@
 2. Make three variants, each briefly fine-tuned: unstructured 50%, 2:4, and channel-pruned to
    about half the MACs.
 3. Package each, and the dense baseline, into bundles (ONNX + parity + manifest).
-4. Benchmark every variant interleaved with the baseline on ONNX Runtime, at batch 1 and 32.
+4. Benchmark every variant interleaved with the baseline on ONNX Runtime, at batch 1 and 32,
+   and profile each against the baseline to explain the gap layer by layer.
 5. Print the table; write ``results.json``, a theoretical-vs-measured plot and ``report.html``.
 
 On a CPU the result is the product's point in miniature: unstructured and 2:4 models are as
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 
 from edgeprune.analysis.cost import model_cost
+from edgeprune.analysis.profile import explain_gap
 from edgeprune.device.bench import BenchRequest, run_bench
 from edgeprune.device.measure import MeasureConfig
 from edgeprune.export.package import package_model
@@ -134,6 +136,10 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), step: Step | None = N
                          batch_sizes=config.batch_sizes, config=config.measure,
                          intra_op_threads=config.ort_threads, idle_s=5.0, energy_s=2.0)
     record = run_bench(bench, on_progress=lambda label, frac: say(f"bench {label}", int(frac * 100), 100))
+    say("explain the gap per layer", 0, len(bundles))
+    for index, variant in enumerate(v for v in record["variants"] if not v["is_baseline"]):
+        variant["layers"] = explain_gap(out / "bundles" / "dense", Path(variant["bundle"]), batch_size=1, runs=100)
+        say("explain the gap per layer", index + 1, len(bundles))
     record["demo"] = {"baseline_reused": reused, "train": asdict(config.train),
                       "finetune_epochs": config.finetune_epochs, "accuracy": accuracy}
     (out / "results.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -146,6 +152,7 @@ def table_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     for variant in record["variants"]:
         for batch, stats in variant["latency"].items():
             comp = (variant.get("comparison") or {}).get("per_batch", {}).get(batch, {})
+            theory = variant["cost"].get("theoretical") or {}
             rows.append({
                 "variant": variant["name"],
                 "batch": int(batch),
@@ -154,6 +161,8 @@ def table_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
                 "accuracy": variant["accuracy"],
                 "p50_ms": stats["p50_ms"],
                 "theoretical": variant["cost"]["theoretical_speedup"],
+                "kernel_aware": theory.get("kernel_aware"),
+                "roofline": theory.get("roofline"),
                 "measured": comp.get("measured_speedup", 1.0 if variant["is_baseline"] else None),
                 "ratio": comp.get("measured_over_theoretical"),
             })

@@ -29,15 +29,17 @@ def print_demo_table(record: dict[str, Any]) -> None:
 
     table = Table(title="edgeprune demo: digits-resnet on ONNX Runtime (CPU)")
     for column in ("variant", "batch", "params (nz)", "MACs (eff.)", "accuracy", "p50 ms",
-                   "theoretical×", "measured×", "measured/theoretical"):
+                   "MAC ratio×", "kernel-aware×", "roofline×", "measured×", "measured/MAC ratio"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for row in table_rows(record):
         table.add_row(row["variant"], str(row["batch"]), f"{row['params']:,}", f"{row['macs'] / 1e6:.2f} M",
                       fmt(row["accuracy"] and 100 * row["accuracy"], ".1f") + "%", f"{row['p50_ms']:.3f}",
-                      fmt(row["theoretical"], ".2f"), fmt(row["measured"], ".2f"), fmt(row["ratio"], ".2f"))
+                      fmt(row["theoretical"], ".2f"), fmt(row["kernel_aware"], ".2f"), fmt(row["roofline"], ".2f"),
+                      fmt(row["measured"], ".2f"), fmt(row["ratio"], ".2f"))
     console.print(table)
-    console.print("theoretical× is the MAC ratio (an estimate); measured× is baseline p50 / variant p50, "
-                  "timed interleaved in the same run.", style="dim")
+    console.print("MAC ratio, kernel-aware and roofline are theoretical estimates for this CPU; measured× is "
+                  "baseline p50 / variant p50, timed interleaved in the same run. Per-layer explanation: report.html.",
+                  style="dim")
 
 
 @app.command()

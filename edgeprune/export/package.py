@@ -39,6 +39,8 @@ from torch import nn
 
 from edgeprune import bundle as bundle_mod
 from edgeprune.analysis.cost import ModelCost, model_cost, theoretical_speedup
+from edgeprune.analysis.lint import lint_cost
+from edgeprune.analysis.speedup import theoretical_figures
 from edgeprune.device.provenance import library_versions
 from edgeprune.errors import ExportError, UsageError
 from edgeprune.export.calibration import CalibrationSet
@@ -321,7 +323,9 @@ def package_model(
                 "weight_bytes": cost.weight_bytes,
                 "theoretical_speedup": theoretical_speedup(base, cost),
                 "theoretical_label": "MAC ratio (baseline dense MACs / effective MACs), estimate",
+                "theoretical": _theoretical(base, cost, pattern),
             },
+            "lint": lint_cost(cost, pattern, precision),
             "parity": parity,
             "tool_versions": {k: v for k, v in library_versions().items() if v is not None},
             **extra,
@@ -429,6 +433,12 @@ def _evaluate(model_path: Path, eval_data: tuple[np.ndarray, np.ndarray], exact:
     logits = run_ort(model_path, {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)}, exact=exact)[OUTPUT_NAME]
     return {"accuracy": float(np.mean(logits.argmax(1) == np.asarray(y))),
             "accuracy_source": f"this bundle's model.onnx on ONNX Runtime CPU, {len(y)} held-out samples"}
+
+
+def _theoretical(base: ModelCost, cost: ModelCost, pattern: str) -> dict[str, Any]:
+    """The three labelled theoretical speedups on the host CPU (where ``edgeprune bench`` measures)."""
+    figures = theoretical_figures(base, cost, pattern, None, include_layers=False)
+    return {k: figures[k] for k in ("mac_ratio", "kernel_aware", "roofline", "labels", "device", "assumptions")}
 
 
 def _sparsity_record(pattern: str, precision: str, layers: list[dict[str, Any]]) -> dict[str, Any]:
