@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from _common import machine_line, today, write_result
+
 from edgeprune.analysis.cost import model_cost
 from edgeprune.device.measure import MeasureConfig, measure_interleaved
 from edgeprune.device.runners.ort import OrtRunner

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-
 from _common import machine_line, today, write_result
+
 from edgeprune.device.bench import BenchRequest, run_bench
 from edgeprune.device.measure import MeasureConfig
 from edgeprune.export.package import package_model
