@@ -33,6 +33,32 @@ def test_semi_structured_needs_a_gpu() -> None:
         runner.activate()
 
 
+def test_cuda_graphs_need_cuda() -> None:
+    runner = PytRunner(nn.Linear(8, 4), cuda_graphs=True, input_shape=(8,))
+    with pytest.raises(RunnerError, match="cuda_graphs needs device='cuda'"):
+        runner.activate()
+
+
+def test_gpu_timing_needs_cuda() -> None:
+    with PytRunner(nn.Linear(8, 4), input_shape=(8,)) as runner, pytest.raises(RunnerError, match="device='cuda'"):
+        runner.time_gpu_ms({"input": np.zeros((1, 8), np.float32)})
+
+
+@pytest.mark.gpu
+def test_cuda_graph_replay_matches_eager() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    torch.manual_seed(0)
+    model = digits_resnet().eval()
+    x = np.random.default_rng(0).standard_normal((8, *INPUT_SHAPE)).astype(np.float32)
+    y = np.random.default_rng(1).standard_normal((8, *INPUT_SHAPE)).astype(np.float32)
+    with PytRunner(model, "cuda", input_shape=INPUT_SHAPE) as eager, \
+            PytRunner(model, "cuda", input_shape=INPUT_SHAPE, cuda_graphs=True) as graphed:
+        for feeds in ({"input": x}, {"input": y}):  # the second input replays the same graph
+            np.testing.assert_allclose(graphed.infer(feeds)["logits"], eager.infer(feeds)["logits"], atol=1e-4)
+        assert len(graphed.time_gpu_ms({"input": x}, iterations=3, pipelined=4)) == 3
+
+
 @pytest.mark.gpu
 def test_semi_structured_on_gpu() -> None:
     if not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 8:
