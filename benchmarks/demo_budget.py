@@ -4,7 +4,7 @@ Runs ``edgeprune demo`` from scratch (no cached baseline) in a child process and
 peak RSS from the kernel's accounting (getrusage of children). Training time is read from the
 demo's own progress: the baseline is retrained in every run here.
 
-    python benchmarks/demo_budget.py [--runs 1]
+    python benchmarks/demo_budget.py [--runs 1] [--keep runs/demo-budget]
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from _common import machine_line, today, write_result
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--keep", type=Path, default=None, help="copy the last run's folder here")
     args = parser.parse_args()
     rows = []
     for _ in range(args.runs):
@@ -36,6 +38,9 @@ def main() -> None:
             peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
             record = json.loads((out / "results.json").read_text())
             rows.append((wall_s, peak_mb, record["demo"]["accuracy"]))
+            if args.keep is not None:
+                shutil.rmtree(args.keep, ignore_errors=True)
+                shutil.copytree(out, args.keep)
     lines = [f"## Demo budget ({today()})", "", f"Machine: {machine_line()}", "",
              "Command: `python benchmarks/demo_budget.py` (runs `edgeprune demo` from scratch, baseline trained)",
              "", "| run | wall s | peak RSS MB | accuracy (dense / unstr. / 2:4 / channel) |", "|---|---|---|---|"]

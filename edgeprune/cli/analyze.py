@@ -34,13 +34,20 @@ def analyze(
         "--pattern-aware", help="Add per-layer effective MACs under each pattern and, for a pruned model, "
                                 "each layer's three theoretical speedups.")] = False,
     batch_size: Annotated[int, typer.Option(help="Batch size the roofline prices.")] = 1,
+    storage: Annotated[bool, typer.Option(
+        "--storage", help="Add per-layer weight bytes in each sparse storage format (dense, CSR, bitmask, "
+                          "compressed sparse banks, 2:4, vector/kernel/block CSR) and the smallest.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the analysis as JSON here.")] = None,
 ) -> None:
     """Per-layer cost table (MACs, parameters, bytes, arithmetic intensity, density), alignment
     warnings, and for a pruned model its theoretical speedup three ways (MAC ratio, kernel-aware,
     roofline), each labelled.
 
-    Example: edgeprune analyze torchvision:resnet18 --device jetson-orin-nx --json resnet18.json
+    Examples:
+
+        edgeprune analyze torchvision:resnet18 --device jetson-orin-nx --json resnet18.json
+
+        edgeprune analyze runs/demo/models/nm-2-4 --pattern-aware --storage
     """
     with user_errors():
         from edgeprune.analysis.cost import BYTES_PER_ELEMENT, model_cost
@@ -78,6 +85,12 @@ def analyze(
         _print_table(loaded.spec, loaded.input_shape, cost, chosen, batch_size)
         if pattern_aware:
             _print_pattern_table(cost, figures)
+        storage_rows: list[dict[str, Any]] | None = None
+        if storage:
+            from edgeprune.prune.storage import storage_table, storage_totals
+
+            storage_rows = storage_table(loaded.model, value_bits=8 * BYTES_PER_ELEMENT[chosen])
+            _print_storage_table(storage_rows, storage_totals(storage_rows), chosen)
         peak = spec.peak(chosen)
         peak_text = (f"{chosen} peak {_si(peak, 'FLOP/s')}" if peak is not None
                      else f"no {chosen} peak, fp32 {_si(spec.peak('fp32') or 0.0, 'FLOP/s')} used")
@@ -98,6 +111,10 @@ def analyze(
                     "effective_macs_by_pattern": cost.effective_macs_by_pattern(),
                     "pattern": layer_pattern, "precision": chosen, "batch_size": batch_size,
                     "device": spec.to_dict(), "lint": warnings, "theoretical": figures}
+            if storage_rows is not None:
+                from edgeprune.prune.storage import storage_totals
+
+                data["storage"] = {"layers": storage_rows, "totals": storage_totals(storage_rows)}
             json_out.write_text(json.dumps(data, indent=1) + "\n")
 
 
@@ -151,3 +168,19 @@ def _print_pattern_table(cost: Any, figures: dict[str, Any] | None) -> None:
         row += [f"{figures['mac_ratio']:.2f}", f"{figures['kernel_aware']:.2f}", f"{figures['roofline']:.2f}", ""]
     table.add_row(*row, style="bold")
     console.print(table)
+
+
+def _print_storage_table(rows: list[dict[str, Any]], totals: dict[str, Any], precision: str) -> None:
+    formats = ("dense", "csr", "bitmask", "csb", "nm", "vector_csr", "kernel_csr", "block_csr")
+    table = Table(title=f"weight bytes per storage format ({precision} values; computed, not measured)")
+    table.add_column("layer", no_wrap=True)
+    for column in (*formats, "best", "×"):
+        table.add_column(column, justify="left" if column == "best" else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(row["module"], *[_si(row[f"{f}_bytes"], "B") if row.get(f"{f}_bytes") is not None else "-"
+                                       for f in formats], row["best_format"], f"{row['compression']:.2f}")
+    table.add_row("total", *[_si(totals[f"{f}_bytes"], "B") for f in formats], "per layer",
+                  f"{totals['compression']:.2f}", style="bold")
+    console.print(table)
+    console.print("- : the layer cannot be stored so (2:4 needs the pattern; banks need a row length they divide); "
+                  "totals count such layers dense. × = dense bytes / the smallest format's.", style="dim")

@@ -48,6 +48,21 @@ def test_pattern_aware_table(pruned) -> None:
     assert "kernel×" in result.output and "smaller dense kernel" in result.output
 
 
+def test_storage_table_prefers_2_4_for_a_2_4_model(pruned, tmp_path) -> None:
+    out = tmp_path / "s.json"
+    result = runner.invoke(app, ["analyze", str(pruned["nm"]), "--storage", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "storage format" in result.output
+    storage = json.loads(out.read_text())["storage"]
+    by_layer = {row["module"]: row for row in storage["layers"]}
+    # The first and last layers are left dense by the 2:4 pruner; every other layer stores best as 2:4.
+    assert by_layer["stem.0"]["nm_bytes"] is None
+    pruned_layers = [row for name, row in by_layer.items() if name not in ("stem.0", "fc")]
+    assert pruned_layers and all(row["best_format"] == "nm" for row in pruned_layers)
+    assert storage["totals"]["nm_bytes"] < storage["totals"]["dense_bytes"]
+    assert storage["totals"]["compression"] > 1.0
+
+
 def test_plain_model_has_no_theoretical_figures(tmp_path) -> None:
     out = tmp_path / "b.json"
     result = runner.invoke(app, ["analyze", "digits-resnet", "--json", str(out)])
