@@ -114,7 +114,7 @@ class ConstantSource:
 def test_energy_per_inference_with_a_sensor(bundles) -> None:
     root, _ = bundles
     request = BenchRequest([root / "channel"], None, (1,), QUICK, power_source=ConstantSource(),
-                           idle_s=0.2, energy_s=0.3)
+                           idle_s=0.6, energy_s=0.6)  # several 10 Hz samples inside each window, even under load
     record = run_bench(request)
     energy = record["variants"][0]["energy"]["1"]
     assert record["power"]["source"] == "constant"
