@@ -14,8 +14,10 @@ def machine_line() -> str:
     """One line naming the machine a figure was taken on."""
     from edgeprune.device.provenance import cpu_model
 
-    return (f"{cpu_model() or platform.processor()}, {os.cpu_count()} cores, {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}")
+    return (
+        f"{cpu_model() or platform.processor()}, {os.cpu_count()} cores, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}"
+    )
 
 
 def today() -> str:

@@ -40,12 +40,14 @@ def main() -> None:
 
     torch.set_num_threads(1)
     started = time.time()
-    lines = [header("CSR against dense GEMM on this CPU", "python benchmarks/csr_crossover.py"),
-             f"PyTorch {torch.__version__}, 1 thread; weights pruned at random (unstructured); each cell the median "
-             f"over {ROUNDS} rounds (different random masks) of the median of at least 30 timed calls; theoretical "
-             "= MAC ratio 1 / (1 - sparsity), an estimate.\n",
-             "| GEMM (rows x depth x columns) | sparsity | dense ms | CSR ms | measured × | theoretical × |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        header("CSR against dense GEMM on this CPU", "python benchmarks/csr_crossover.py"),
+        f"PyTorch {torch.__version__}, 1 thread; weights pruned at random (unstructured); each cell the median "
+        f"over {ROUNDS} rounds (different random masks) of the median of at least 30 timed calls; theoretical "
+        "= MAC ratio 1 / (1 - sparsity), an estimate.\n",
+        "| GEMM (rows x depth x columns) | sparsity | dense ms | CSR ms | measured × | theoretical × |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     crossovers = []
     for label, rows, depth, columns in SHAPES:
         # Three rounds, median per cell: a shared machine moves single timings by up to 2x.
@@ -56,31 +58,51 @@ def main() -> None:
             csr_ms = statistics.median(c["csr_ms"] for c in cells)
             table.append({**cells[0], "dense_ms": dense_ms, "csr_ms": csr_ms, "measured_speedup": dense_ms / csr_ms})
         for r in table:
-            lines.append(f"| {label} ({rows}x{depth}x{columns}) | {r['sparsity']:.0%} | {r['dense_ms']:.4f} | "
-                         f"{r['csr_ms']:.4f} | {r['measured_speedup']:.2f} | {r['theoretical_speedup']:.1f} |")
+            lines.append(
+                f"| {label} ({rows}x{depth}x{columns}) | {r['sparsity']:.0%} | {r['dense_ms']:.4f} | "
+                f"{r['csr_ms']:.4f} | {r['measured_speedup']:.2f} | {r['theoretical_speedup']:.1f} |"
+            )
         best = max(table, key=lambda r: r["measured_speedup"])
-        crossovers.append((label, rows, depth, columns, crossover_sparsity(table),
-                           f"{best['measured_speedup']:.2f} at {best['sparsity']:.0%}"))
+        crossovers.append(
+            (
+                label,
+                rows,
+                depth,
+                columns,
+                crossover_sparsity(table),
+                f"{best['measured_speedup']:.2f} at {best['sparsity']:.0%}",
+            )
+        )
         print(label, crossovers[-1], flush=True)
-    lines += ["", "Crossover: the lowest sparsity tried from which CSR stays at least as fast as dense.\n",
-              "| GEMM | crossover sparsity | best measured × |", "|---|---:|---:|"]
+    lines += [
+        "",
+        "Crossover: the lowest sparsity tried from which CSR stays at least as fast as dense.\n",
+        "| GEMM | crossover sparsity | best measured × |",
+        "|---|---:|---:|",
+    ]
     for label, rows, depth, columns, cross, best in crossovers:
-        lines.append(f"| {label} ({rows}x{depth}x{columns}) | {'never (≤ 99%)' if cross is None else f'{cross:.0%}'}"
-                     f" | {best} |")
+        lines.append(
+            f"| {label} ({rows}x{depth}x{columns}) | {'never (≤ 99%)' if cross is None else f'{cross:.0%}'} | {best} |"
+        )
 
     base, _ = load_baseline()
     pruned, _, _ = prune_model(copy.deepcopy(base), (1, 32, 32), PruneRequest("unstructured", sparsity=0.9))
-    lines += ["", "Per-layer decision on digits-resnet pruned to 90% (unstructured; stem and classifier dense), "
-              "dense = the layer as PyTorch runs it (oneDNN conv), CSR = im2col + CSR GEMM:\n",
-              "| layer | batch | sparsity | dense ms | CSR ms | measured × | theoretical × | runs as |",
-              "|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines += [
+        "",
+        "Per-layer decision on digits-resnet pruned to 90% (unstructured; stem and classifier dense), "
+        "dense = the layer as PyTorch runs it (oneDNN conv), CSR = im2col + CSR GEMM:\n",
+        "| layer | batch | sparsity | dense ms | CSR ms | measured × | theoretical × | runs as |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for batch in (1, 32):
         _, report = sparsify_model(pruned, (1, 32, 32), batch_size=batch, repeats=50)
         for r in report:
             if r["dense_ms"] is None:
                 continue
-            lines.append(f"| {r['module']} | {batch} | {r['sparsity']:.0%} | {r['dense_ms']:.4f} | {r['csr_ms']:.4f} | "
-                         f"{r['speedup']:.2f} | {r['theoretical']:.1f} | {'CSR' if r['csr'] else 'dense'} |")
+            lines.append(
+                f"| {r['module']} | {batch} | {r['sparsity']:.0%} | {r['dense_ms']:.4f} | {r['csr_ms']:.4f} | "
+                f"{r['speedup']:.2f} | {r['theoretical']:.1f} | {'CSR' if r['csr'] else 'dense'} |"
+            )
     lines.append(f"\nRun time {time.time() - started:.0f} s.")
     update_section("csr_crossover", "\n".join(lines) + "\n")
 

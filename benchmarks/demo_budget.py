@@ -32,8 +32,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "demo"
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "edgeprune.cli.main", "demo", "--out", str(out)], check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [sys.executable, "-m", "edgeprune.cli.main", "demo", "--out", str(out)],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
             wall_s = time.perf_counter() - start
             peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
             record = json.loads((out / "results.json").read_text())
@@ -41,9 +44,16 @@ def main() -> None:
             if args.keep is not None:
                 shutil.rmtree(args.keep, ignore_errors=True)
                 shutil.copytree(out, args.keep)
-    lines = [f"## Demo budget ({today()})", "", f"Machine: {machine_line()}", "",
-             "Command: `python benchmarks/demo_budget.py` (runs `edgeprune demo` from scratch, baseline trained)",
-             "", "| run | wall s | peak RSS MB | accuracy (dense / unstr. / 2:4 / channel) |", "|---|---|---|---|"]
+    lines = [
+        f"## Demo budget ({today()})",
+        "",
+        f"Machine: {machine_line()}",
+        "",
+        "Command: `python benchmarks/demo_budget.py` (runs `edgeprune demo` from scratch, baseline trained)",
+        "",
+        "| run | wall s | peak RSS MB | accuracy (dense / unstr. / 2:4 / channel) |",
+        "|---|---|---|---|",
+    ]
     for i, (wall_s, peak_mb, acc) in enumerate(rows, 1):
         accs = " / ".join(f"{100 * acc[k]:.1f}%" for k in ("dense", "unstructured-50", "nm-2:4", "channel-50mac"))
         lines.append(f"| {i} | {wall_s:.0f} | {peak_mb:.0f} | {accs} |")

@@ -52,12 +52,20 @@ VARIANTS = ("channel-50mac", "unstructured-50", "nm-2-4")
 
 def environment() -> dict[str, Any]:
     """What the figures were taken on."""
-    env: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
-                           "cuda_runtime": torch.version.cuda, "cpu": platform.processor() or platform.machine()}
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda_runtime": torch.version.cuda,
+        "cpu": platform.processor() or platform.machine(),
+    }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        env.update(gpu=torch.cuda.get_device_name(0), compute_capability=f"{props.major}.{props.minor}",
-                   multiprocessors=props.multi_processor_count, memory_gib=round(props.total_memory / 2**30, 1))
+        env.update(
+            gpu=torch.cuda.get_device_name(0),
+            compute_capability=f"{props.major}.{props.minor}",
+            multiprocessors=props.multi_processor_count,
+            memory_gib=round(props.total_memory / 2**30, 1),
+        )
     try:
         import pynvml
 
@@ -102,12 +110,13 @@ def accuracy(runner: PytRunner, x: np.ndarray, y: np.ndarray) -> float:
     return float((logits.argmax(1) == y).mean())
 
 
-def gpu_interleaved(runners: dict[str, PytRunner], feeds: dict[str, np.ndarray], pipelined: int, rounds: int = 10,
-                    chunk: int = 10) -> dict[str, float]:
+def gpu_interleaved(
+    runners: dict[str, PytRunner], feeds: dict[str, np.ndarray], pipelined: int, rounds: int = 10, chunk: int = 10
+) -> dict[str, float]:
     """Median CUDA-event time per forward of each runner, in alternating chunks."""
     samples: dict[str, list[float]] = {name: [] for name in runners}
     for r in range(rounds):
-        for name in (list(runners) if r % 2 == 0 else list(runners)[::-1]):
+        for name in list(runners) if r % 2 == 0 else list(runners)[::-1]:
             samples[name] += runners[name].time_gpu_ms(feeds, chunk, pipelined)
     return {name: statistics.median(v) for name, v in samples.items()}
 
@@ -122,8 +131,10 @@ def digits_section(runs: Path, batch_sizes: list[int], config: MeasureConfig, ro
     theory = {name: dense_macs / cost.effective_macs for name, cost in macs.items()}
     rows: list[dict[str, Any]] = []
     for dtype, graphs in (("float32", False), ("float16", False), ("float16", True)):
-        runners = {name: PytRunner(model, "cuda", dtype, input_shape=INPUT_SHAPE, cuda_graphs=graphs)
-                   for name, model in models.items()}
+        runners = {
+            name: PytRunner(model, "cuda", dtype, input_shape=INPUT_SHAPE, cuda_graphs=graphs)
+            for name, model in models.items()
+        }
         for runner in runners.values():
             runner.activate()
         try:
@@ -137,26 +148,40 @@ def digits_section(runs: Path, batch_sizes: list[int], config: MeasureConfig, ro
                 piped = gpu_interleaved(runners, feeds, 10, rounds)
                 host = {name: summarize(s, batch) for name, s in samples.items()}
                 for name in runners:
-                    rows.append({
-                        "dtype": dtype, "cuda_graphs": graphs, "batch": batch, "variant": name, "accuracy": acc[name],
-                        "macs": macs[name].macs, "effective_macs": macs[name].effective_macs,
-                        "mac_ratio": theory[name],
-                        "host_p50_ms": host[name].p50_ms, "host_cov": host[name].cov,
-                        "host_iterations": host[name].iterations,
-                        "gpu_ms": synced[name], "gpu_pipelined_ms": piped[name],
-                        "host_speedup": host["dense"].p50_ms / host[name].p50_ms,
-                        "gpu_speedup": synced["dense"] / synced[name],
-                        "gpu_pipelined_speedup": piped["dense"] / piped[name],
-                        "throughput_per_s": host[name].throughput_per_s,
-                    })
+                    rows.append(
+                        {
+                            "dtype": dtype,
+                            "cuda_graphs": graphs,
+                            "batch": batch,
+                            "variant": name,
+                            "accuracy": acc[name],
+                            "macs": macs[name].macs,
+                            "effective_macs": macs[name].effective_macs,
+                            "mac_ratio": theory[name],
+                            "host_p50_ms": host[name].p50_ms,
+                            "host_cov": host[name].cov,
+                            "host_iterations": host[name].iterations,
+                            "gpu_ms": synced[name],
+                            "gpu_pipelined_ms": piped[name],
+                            "host_speedup": host["dense"].p50_ms / host[name].p50_ms,
+                            "gpu_speedup": synced["dense"] / synced[name],
+                            "gpu_pipelined_speedup": piped["dense"] / piped[name],
+                            "throughput_per_s": host[name].throughput_per_s,
+                        }
+                    )
                 rows[-1]["peak_gpu_mem_mib"] = torch.cuda.max_memory_allocated() / 2**20
         finally:
             for runner in runners.values():
                 runner.deactivate()
-    return {"rows": rows, "settings": {"timer": "host perf_counter around infer (H2D copy, forward, sync, D2H); "
-                                                "GPU time by CUDA events around the forward: one forward per event "
-                                                "pair (gpu_ms) and ten back to back (gpu_pipelined_ms)",
-                                       "cudnn_benchmark": torch.backends.cudnn.benchmark}}
+    return {
+        "rows": rows,
+        "settings": {
+            "timer": "host perf_counter around infer (H2D copy, forward, sync, D2H); "
+            "GPU time by CUDA events around the forward: one forward per event "
+            "pair (gpu_ms) and ten back to back (gpu_pipelined_ms)",
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        },
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,14 +202,15 @@ def cuda_time_ms(fn: Callable[[], Any], iterations: int, per_event: int = 1) -> 
     return times
 
 
-def interleaved_ms(fns: Mapping[str, Callable[[], Any]], rounds: int, chunk: int,
-                   per_event: int = 1) -> dict[str, float]:
+def interleaved_ms(
+    fns: Mapping[str, Callable[[], Any]], rounds: int, chunk: int, per_event: int = 1
+) -> dict[str, float]:
     """Median CUDA-event time of each function, timed in alternating chunks after a warm-up."""
     for fn in fns.values():
         cuda_time_ms(fn, 5)
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for r in range(rounds):
-        for name in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
+        for name in list(fns) if r % 2 == 0 else list(fns)[::-1]:
             samples[name] += cuda_time_ms(fns[name], chunk, per_event)
     return {k: statistics.median(v) for k, v in samples.items()}
 
@@ -239,8 +265,12 @@ def gemm_sweep(shapes: list[tuple[int, int]], tokens: list[int], rounds: int, ch
                 synced = interleaved_ms(fns, rounds, chunk)
                 piped = interleaved_ms(fns, rounds, max(1, chunk // 4), per_event=20)
             flops = 2.0 * n * out_f * in_f
-            row: dict[str, Any] = {"out_features": out_f, "in_features": in_f, "tokens": n,
-                                   "dense_tflops": flops / piped["dense"] / 1e9}
+            row: dict[str, Any] = {
+                "out_features": out_f,
+                "in_features": in_f,
+                "tokens": n,
+                "dense_tflops": flops / piped["dense"] / 1e9,
+            }
             for k in weights:
                 row[f"{k}_ms"] = piped[k]
                 row[f"{k}_synced_ms"] = synced[k]
@@ -255,8 +285,9 @@ def gemm_sweep(shapes: list[tuple[int, int]], tokens: list[int], rounds: int, ch
 def mlp_through_runner(width: int, batches: list[int], config: MeasureConfig, rounds: int) -> dict[str, Any]:
     """A 2:4 MLP through the PyTorch runner, dense fp16 vs semi-structured fp16."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
-                          nn.Linear(width, 1024)).eval()
+    model = nn.Sequential(
+        nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 1024)
+    ).eval()
     with torch.no_grad():
         for layer in model:
             if isinstance(layer, nn.Linear):
@@ -274,12 +305,21 @@ def mlp_through_runner(width: int, batches: list[int], config: MeasureConfig, ro
             host = {k: summarize(v, batch).p50_ms for k, v in samples.items()}
             gpu = gpu_interleaved({"dense": dense, "sparse": sparse}, feeds, 1, rounds)
             piped = gpu_interleaved({"dense": dense, "sparse": sparse}, feeds, 10, rounds)
-            rows.append({"batch": batch, "host_dense_ms": host["dense"], "host_sparse_ms": host["sparse"],
-                         "host_speedup": host["dense"] / host["sparse"], "gpu_dense_ms": gpu["dense"],
-                         "gpu_sparse_ms": gpu["sparse"], "gpu_speedup": gpu["dense"] / gpu["sparse"],
-                         "gpu_pipelined_dense_ms": piped["dense"], "gpu_pipelined_sparse_ms": piped["sparse"],
-                         "gpu_pipelined_speedup": piped["dense"] / piped["sparse"],
-                         "max_abs_diff": float(np.abs(got - want).max())})
+            rows.append(
+                {
+                    "batch": batch,
+                    "host_dense_ms": host["dense"],
+                    "host_sparse_ms": host["sparse"],
+                    "host_speedup": host["dense"] / host["sparse"],
+                    "gpu_dense_ms": gpu["dense"],
+                    "gpu_sparse_ms": gpu["sparse"],
+                    "gpu_speedup": gpu["dense"] / gpu["sparse"],
+                    "gpu_pipelined_dense_ms": piped["dense"],
+                    "gpu_pipelined_sparse_ms": piped["sparse"],
+                    "gpu_pipelined_speedup": piped["dense"] / piped["sparse"],
+                    "max_abs_diff": float(np.abs(got - want).max()),
+                }
+            )
         converted, left = list(sparse.converted), dict(sparse.left_dense)
     finally:
         dense.deactivate()
@@ -287,19 +327,23 @@ def mlp_through_runner(width: int, batches: list[int], config: MeasureConfig, ro
     return {"width": width, "converted": converted, "left_dense": left, "rows": rows}
 
 
-def semi_structured_section(runs: Path, shapes: list[tuple[int, int]], tokens: list[int], rounds: int, chunk: int,
-                            config: MeasureConfig) -> dict[str, Any]:
+def semi_structured_section(
+    runs: Path, shapes: list[tuple[int, int]], tokens: list[int], rounds: int, chunk: int, config: MeasureConfig
+) -> dict[str, Any]:
     """The GEMM sweep, the MLP through the runner and the digits 2:4 model's convertible layers."""
-    out: dict[str, Any] = {"gemm": gemm_sweep(shapes, tokens, rounds, chunk),
-                           "unavailable_backends": dict(UNAVAILABLE_BACKENDS)}
+    out: dict[str, Any] = {
+        "gemm": gemm_sweep(shapes, tokens, rounds, chunk),
+        "unavailable_backends": dict(UNAVAILABLE_BACKENDS),
+    }
     try:
         out["mlp"] = mlp_through_runner(4096, [1, 64, 1024], config, rounds)
     except Exception:
         out["mlp_error"] = traceback.format_exc()
     folder = runs / "models" / "nm-2-4"
     if folder.is_dir():
-        runner = PytRunner(load_model(str(folder)).model, "cuda", "float16", semi_structured=True,
-                           input_shape=INPUT_SHAPE)
+        runner = PytRunner(
+            load_model(str(folder)).model, "cuda", "float16", semi_structured=True, input_shape=INPUT_SHAPE
+        )
         runner.activate()
         out["digits_nm_2_4"] = {"converted": list(runner.converted), "left_dense": dict(runner.left_dense)}
         runner.deactivate()
@@ -351,14 +395,21 @@ def nvml_section(idle_s: float, load_s: float) -> dict[str, Any]:
                 e1 = source.read_energy_mj()
             report = sampler.report((t0, t1), inferences=count, idle_mw=idle.mean_power_mw)
             counter_mj = (e1 - e0) if e0 is not None and e1 is not None else None
-            out["loads"].append({"load": label, "calls": count, "window_s": t1 - t0,
-                                 "ms_per_call": 1000.0 * (t1 - t0) / count,
-                                 "mean_power_w": (report.get("mean_power_mw") or 0) / 1000.0 or None,
-                                 "energy_mj_per_call": report.get("energy_mj_per_inference"),
-                                 "energy_mj_per_call_net": report.get("energy_mj_per_inference_net"),
-                                 "counter_energy_mj_per_call": counter_mj / count if counter_mj is not None else None,
-                                 "n_samples": report.get("n_samples"), "sample_rate_hz": report.get("sample_rate_hz"),
-                                 "reason": report.get("reason")})
+            out["loads"].append(
+                {
+                    "load": label,
+                    "calls": count,
+                    "window_s": t1 - t0,
+                    "ms_per_call": 1000.0 * (t1 - t0) / count,
+                    "mean_power_w": (report.get("mean_power_mw") or 0) / 1000.0 or None,
+                    "energy_mj_per_call": report.get("energy_mj_per_inference"),
+                    "energy_mj_per_call_net": report.get("energy_mj_per_inference_net"),
+                    "counter_energy_mj_per_call": counter_mj / count if counter_mj is not None else None,
+                    "n_samples": report.get("n_samples"),
+                    "sample_rate_hz": report.get("sample_rate_hz"),
+                    "reason": report.get("reason"),
+                }
+            )
     source.close()
     return out
 
@@ -374,79 +425,111 @@ def _f(value: Any, spec: str = ".3f") -> str:
 def markdown(result: dict[str, Any]) -> str:
     """The tables BENCHMARKS.md quotes."""
     env = result["environment"]
-    lines = [f"# GPU checks ({env.get('gpu', 'no GPU')}, {result['date']})", "",
-             f"Command: `{result['command']}`", "",
-             f"Machine: {env.get('gpu')} (compute capability {env.get('compute_capability')}, driver "
-             f"{env.get('driver')}, power limit {env.get('power_limit_w')} W), torch {env['torch']} "
-             f"(CUDA {env['cuda_runtime']}), onnxruntime {env.get('onnxruntime')} with providers "
-             f"{env.get('onnxruntime_providers')}.", ""]
+    lines = [
+        f"# GPU checks ({env.get('gpu', 'no GPU')}, {result['date']})",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        f"Machine: {env.get('gpu')} (compute capability {env.get('compute_capability')}, driver "
+        f"{env.get('driver')}, power limit {env.get('power_limit_w')} W), torch {env['torch']} "
+        f"(CUDA {env['cuda_runtime']}), onnxruntime {env.get('onnxruntime')} with providers "
+        f"{env.get('onnxruntime_providers')}.",
+        "",
+    ]
     for name, section in result["sections"].items():
         if "error" in section:
             lines += [f"## {name}: failed", "", "```", section["error"].strip()[-1500:], "```", ""]
     digits = result["sections"].get("digits", {})
     if "rows" in digits:
-        lines += ["## Digits models through the PyTorch CUDA runner", "",
-                  "Speedups are dense time / variant time in the same run; GPU: CUDA events around one forward "
-                  "(synced) or ten back to back (queued).", "",
-                  "| dtype | graphs | batch | variant | accuracy | MAC ratio | host p50 ms | GPU synced ms | "
-                  "GPU queued ms | host x | GPU synced x | GPU queued x |", "|---" * 12 + "|"]
+        lines += [
+            "## Digits models through the PyTorch CUDA runner",
+            "",
+            "Speedups are dense time / variant time in the same run; GPU: CUDA events around one forward "
+            "(synced) or ten back to back (queued).",
+            "",
+            "| dtype | graphs | batch | variant | accuracy | MAC ratio | host p50 ms | GPU synced ms | "
+            "GPU queued ms | host x | GPU synced x | GPU queued x |",
+            "|---" * 12 + "|",
+        ]
         for r in digits["rows"]:
-            lines.append(f"| {r['dtype']} | {'yes' if r['cuda_graphs'] else 'no'} | {r['batch']} | {r['variant']} | "
-                         f"{r['accuracy']:.4f} | {r['mac_ratio']:.2f} | {r['host_p50_ms']:.3f} | {r['gpu_ms']:.3f} | "
-                         f"{r['gpu_pipelined_ms']:.3f} | {r['host_speedup']:.2f} | {r['gpu_speedup']:.2f} | "
-                         f"{r['gpu_pipelined_speedup']:.2f} |")
+            lines.append(
+                f"| {r['dtype']} | {'yes' if r['cuda_graphs'] else 'no'} | {r['batch']} | {r['variant']} | "
+                f"{r['accuracy']:.4f} | {r['mac_ratio']:.2f} | {r['host_p50_ms']:.3f} | {r['gpu_ms']:.3f} | "
+                f"{r['gpu_pipelined_ms']:.3f} | {r['host_speedup']:.2f} | {r['gpu_speedup']:.2f} | "
+                f"{r['gpu_pipelined_speedup']:.2f} |"
+            )
         lines.append("")
     semi = result["sections"].get("semi_structured", {})
     if "gemm" in semi:
-        lines += ["## 2:4 semi-structured GEMMs (fp16, CUDA events, interleaved)", "",
-                  "Queued: twenty calls between events (kernel time). Synced: one call per event pair (what a "
-                  "caller waiting on each result gets; host dispatch included). Backends that could not run: "
-                  f"{semi.get('unavailable_backends') or 'none'}.", "",
-                  "| out x in | tokens | dense ms | cuSPARSELt ms | CUTLASS ms | cuSPARSELt x | CUTLASS x | "
-                  "synced dense ms | synced cuSPARSELt x | synced CUTLASS x | dense TFLOP/s | max rel err |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## 2:4 semi-structured GEMMs (fp16, CUDA events, interleaved)",
+            "",
+            "Queued: twenty calls between events (kernel time). Synced: one call per event pair (what a "
+            "caller waiting on each result gets; host dispatch included). Backends that could not run: "
+            f"{semi.get('unavailable_backends') or 'none'}.",
+            "",
+            "| out x in | tokens | dense ms | cuSPARSELt ms | CUTLASS ms | cuSPARSELt x | CUTLASS x | "
+            "synced dense ms | synced cuSPARSELt x | synced CUTLASS x | dense TFLOP/s | max rel err |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in semi["gemm"]:
-            lines.append(f"| {r['out_features']}x{r['in_features']} | {r['tokens']} | {r['dense_ms']:.4f} | "
-                         f"{_f(r.get('cusparselt_ms'), '.4f')} | {_f(r.get('cutlass_ms'), '.4f')} | "
-                         f"{_f(r.get('cusparselt_speedup'), '.2f')} | {_f(r.get('cutlass_speedup'), '.2f')} | "
-                         f"{r['dense_synced_ms']:.4f} | {_f(r.get('cusparselt_synced_speedup'), '.2f')} | "
-                         f"{_f(r.get('cutlass_synced_speedup'), '.2f')} | {r['dense_tflops']:.0f} | "
-                         f"{max(v for k, v in r.items() if k.endswith('max_rel_err')):.1e} |")
+            lines.append(
+                f"| {r['out_features']}x{r['in_features']} | {r['tokens']} | {r['dense_ms']:.4f} | "
+                f"{_f(r.get('cusparselt_ms'), '.4f')} | {_f(r.get('cutlass_ms'), '.4f')} | "
+                f"{_f(r.get('cusparselt_speedup'), '.2f')} | {_f(r.get('cutlass_speedup'), '.2f')} | "
+                f"{r['dense_synced_ms']:.4f} | {_f(r.get('cusparselt_synced_speedup'), '.2f')} | "
+                f"{_f(r.get('cutlass_synced_speedup'), '.2f')} | {r['dense_tflops']:.0f} | "
+                f"{max(v for k, v in r.items() if k.endswith('max_rel_err')):.1e} |"
+            )
         lines.append("")
     if "mlp" in semi:
         mlp = semi["mlp"]
-        lines += [f"## 2:4 MLP ({mlp['width']} wide, 3 layers, fp16) through the runner", "",
-                  f"Converted: {mlp['converted']}; left dense: {mlp['left_dense']}", "",
-                  "| batch | host dense ms | host 2:4 ms | host x | GPU synced dense ms | GPU synced 2:4 ms | "
-                  "GPU synced x | GPU queued dense ms | GPU queued 2:4 ms | GPU queued x | max abs diff |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## 2:4 MLP ({mlp['width']} wide, 3 layers, fp16) through the runner",
+            "",
+            f"Converted: {mlp['converted']}; left dense: {mlp['left_dense']}",
+            "",
+            "| batch | host dense ms | host 2:4 ms | host x | GPU synced dense ms | GPU synced 2:4 ms | "
+            "GPU synced x | GPU queued dense ms | GPU queued 2:4 ms | GPU queued x | max abs diff |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in mlp["rows"]:
-            lines.append(f"| {r['batch']} | {r['host_dense_ms']:.3f} | {r['host_sparse_ms']:.3f} | "
-                         f"{r['host_speedup']:.2f} | {r['gpu_dense_ms']:.3f} | {r['gpu_sparse_ms']:.3f} | "
-                         f"{r['gpu_speedup']:.2f} | {r['gpu_pipelined_dense_ms']:.3f} | "
-                         f"{r['gpu_pipelined_sparse_ms']:.3f} | {r['gpu_pipelined_speedup']:.2f} | "
-                         f"{r['max_abs_diff']:.2e} |")
+            lines.append(
+                f"| {r['batch']} | {r['host_dense_ms']:.3f} | {r['host_sparse_ms']:.3f} | "
+                f"{r['host_speedup']:.2f} | {r['gpu_dense_ms']:.3f} | {r['gpu_sparse_ms']:.3f} | "
+                f"{r['gpu_speedup']:.2f} | {r['gpu_pipelined_dense_ms']:.3f} | "
+                f"{r['gpu_pipelined_sparse_ms']:.3f} | {r['gpu_pipelined_speedup']:.2f} | "
+                f"{r['max_abs_diff']:.2e} |"
+            )
         lines.append("")
     if "mlp_error" in semi:
         lines += ["## 2:4 MLP through the runner: failed", "", "```", semi["mlp_error"].strip()[-1500:], "```", ""]
     if "digits_nm_2_4" in semi:
         d = semi["digits_nm_2_4"]
-        lines += [f"Digits 2:4 CNN with `semi_structured=True`: converted {d['converted']}; left dense "
-                  f"{len(d['left_dense'])} layers ({sorted(set(d['left_dense'].values()))}).", ""]
+        lines += [
+            f"Digits 2:4 CNN with `semi_structured=True`: converted {d['converted']}; left dense "
+            f"{len(d['left_dense'])} layers ({sorted(set(d['left_dense'].values()))}).",
+            "",
+        ]
     nvml = result["sections"].get("nvml", {})
     if "loads" in nvml:
         idle = nvml["idle"]
-        lines += ["## NVML power (board only)", "",
-                  f"Idle: {_f((idle['mean_power_mw'] or 0) / 1000, '.1f')} W over {idle['duration_s']:.1f} s "
-                  f"({idle['n_samples']} samples); sampler cost {nvml['sampler_cpu_percent_of_one_core']:.2f}% of "
-                  "one core.", "",
-                  "| load | calls | ms/call | mean W | mJ/call gross | mJ/call net | mJ/call (NVML counter) "
-                  "| samples |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## NVML power (board only)",
+            "",
+            f"Idle: {_f((idle['mean_power_mw'] or 0) / 1000, '.1f')} W over {idle['duration_s']:.1f} s "
+            f"({idle['n_samples']} samples); sampler cost {nvml['sampler_cpu_percent_of_one_core']:.2f}% of "
+            "one core.",
+            "",
+            "| load | calls | ms/call | mean W | mJ/call gross | mJ/call net | mJ/call (NVML counter) | samples |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in nvml["loads"]:
-            lines.append(f"| {r['load']} | {r['calls']} | {r['ms_per_call']:.3f} | {_f(r['mean_power_w'], '.1f')} | "
-                         f"{_f(r['energy_mj_per_call'])} | {_f(r['energy_mj_per_call_net'])} | "
-                         f"{_f(r['counter_energy_mj_per_call'])} | {r['n_samples']} |")
+            lines.append(
+                f"| {r['load']} | {r['calls']} | {r['ms_per_call']:.3f} | {_f(r['mean_power_w'], '.1f')} | "
+                f"{_f(r['energy_mj_per_call'])} | {_f(r['energy_mj_per_call_net'])} | "
+                f"{_f(r['counter_energy_mj_per_call'])} | {r['n_samples']} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -465,15 +548,20 @@ def main() -> None:
     shapes = [(1024, 1024)] if quick else [(4096, 4096), (11008, 4096), (4096, 11008), (8192, 8192)]
     tokens = [64] if quick else [16, 128, 1024, 8192]
     sections: dict[str, Callable[[], dict[str, Any]]] = {
-        "digits": lambda: digits_section(args.runs, [1, 32] if quick else [1, 32, 256, 2048], config,
-                                         2 if quick else 10),
-        "semi_structured": lambda: semi_structured_section(args.runs, shapes, tokens, 3 if quick else 10,
-                                                           10 if quick else 20, config),
+        "digits": lambda: digits_section(
+            args.runs, [1, 32] if quick else [1, 32, 256, 2048], config, 2 if quick else 10
+        ),
+        "semi_structured": lambda: semi_structured_section(
+            args.runs, shapes, tokens, 3 if quick else 10, 10 if quick else 20, config
+        ),
         "nvml": lambda: nvml_section(1.0 if quick else 5.0, 1.0 if quick else 6.0),
     }
-    result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "environment": environment(),
-                              "command": "python -m benchmarks.gpu_check" + (" --quick" if quick else ""),
-                              "sections": {}}
+    result: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "environment": environment(),
+        "command": "python -m benchmarks.gpu_check" + (" --quick" if quick else ""),
+        "sections": {},
+    }
     for name, run in sections.items():
         if args.only and name not in args.only:
             continue

@@ -75,19 +75,23 @@ def main() -> None:
         row: dict[str, Any] = {"label": label, "kind": kind, "accuracy": evaluate(model, data.x_test, data.y_test)}
         structure = per_layer[label] = structure_report(model, ignore)
         pruned, _, removal = remove_zero_channels(model, shape, ignore=ignore)
-        row.update(weights=sum(r["weight_sparsity"] for r in structure) / len(structure),
-                   rows=sum(r["row_sparsity"] for r in structure) / len(structure),
-                   columns=sum(r["column_sparsity"] for r in structure) / len(structure),
-                   removed=removal["channels_removed"], diff=removal["max_output_diff"],
-                   macs=model_cost(pruned, shape).macs / base_macs)
+        row.update(
+            weights=sum(r["weight_sparsity"] for r in structure) / len(structure),
+            rows=sum(r["row_sparsity"] for r in structure) / len(structure),
+            columns=sum(r["column_sparsity"] for r in structure) / len(structure),
+            removed=removal["channels_removed"],
+            diff=removal["max_output_diff"],
+            macs=model_cost(pruned, shape).macs / base_macs,
+        )
         row["finetuned"] = finetuned(pruned, zero_masks(pruned, default_ignore(pruned)) or None)
         if kind == "group-lasso" and row["macs"] < 0.99 and plain is not None:
             # The unregularized model pruned by L1 to the same MACs, same fine-tuning.
             l1 = prune_channels(plain, shape, ChannelConfig(target_macs=row["macs"], criterion="l1"))
             row["l1_same_macs"] = finetuned(l1.model)
         if kind == "bn-l1" or kind is None:
-            gammas = torch.cat([m.weight.detach().abs().flatten() for m in model.modules()
-                                if isinstance(m, torch.nn.BatchNorm2d)])
+            gammas = torch.cat(
+                [m.weight.detach().abs().flatten() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+            )
             row["zero_gamma"] = float((gammas == 0).float().mean())
             slim = prune_channels(model, shape, ChannelConfig(sparsity=0.5, criterion="bn-scale")).model
             row["slim"] = evaluate(slim, data.x_test, data.y_test)
@@ -96,42 +100,59 @@ def main() -> None:
         rows.append(row)
         print(row, flush=True)
 
-    total_channels = sum(m.out_channels for p, m in base.named_modules()
-                         if isinstance(m, torch.nn.Conv2d) and p not in ignore)
-    lines = [header("Group lasso (SSL) and slimming against no regularizer", "python benchmarks/group_lasso.py"),
-             f"From the trained baseline (test accuracy {100 * base_acc:.1f}%, {base_macs / 1e6:.2f} M MACs), "
-             f"{EPOCHS} epochs each, SGD + Nesterov, one-cycle schedule peaking at lr {LR}, weight decay 5e-4, "
-             "same seed; the proximal threshold per step is lr × λ (group lasso: × sqrt(group size), in units "
-             "of each layer's RMS weight, the default 'relative' form; see edgeprune/prune/regularize.py). "
-             "Sparsity columns average the penalized layers (stem conv and classifier excluded): rows = filters "
-             "(GEMM rows), columns = GEMM columns (input channel × kernel position). 'Removed' counts channels "
-             f"the engine removed because they were provably dead (of {total_channels} conv output channels); "
-             f"the removal changes no output (largest change shown). Then {FINETUNE_EPOCHS} epochs of "
-             "fine-tuning, zeros kept. Last column: the unregularized run pruned by the L1 criterion to the same "
-             "MACs, same fine-tuning.\n",
-             "| run | accuracy after training | weights zero | rows zero | columns zero | channels removed | "
-             "output change | MACs after removal | accuracy after removal + fine-tuning | L1 pruning to same "
-             "MACs + fine-tuning |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    total_channels = sum(
+        m.out_channels for p, m in base.named_modules() if isinstance(m, torch.nn.Conv2d) and p not in ignore
+    )
+    lines = [
+        header("Group lasso (SSL) and slimming against no regularizer", "python benchmarks/group_lasso.py"),
+        f"From the trained baseline (test accuracy {100 * base_acc:.1f}%, {base_macs / 1e6:.2f} M MACs), "
+        f"{EPOCHS} epochs each, SGD + Nesterov, one-cycle schedule peaking at lr {LR}, weight decay 5e-4, "
+        "same seed; the proximal threshold per step is lr × λ (group lasso: × sqrt(group size), in units "
+        "of each layer's RMS weight, the default 'relative' form; see edgeprune/prune/regularize.py). "
+        "Sparsity columns average the penalized layers (stem conv and classifier excluded): rows = filters "
+        "(GEMM rows), columns = GEMM columns (input channel × kernel position). 'Removed' counts channels "
+        f"the engine removed because they were provably dead (of {total_channels} conv output channels); "
+        f"the removal changes no output (largest change shown). Then {FINETUNE_EPOCHS} epochs of "
+        "fine-tuning, zeros kept. Last column: the unregularized run pruned by the L1 criterion to the same "
+        "MACs, same fine-tuning.\n",
+        "| run | accuracy after training | weights zero | rows zero | columns zero | channels removed | "
+        "output change | MACs after removal | accuracy after removal + fine-tuning | L1 pruning to same "
+        "MACs + fine-tuning |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         same = f"{100 * r['l1_same_macs']:.1f}%" if "l1_same_macs" in r else "–"
-        lines.append(f"| {r['label']} | {100 * r['accuracy']:.1f}% | {100 * r['weights']:.1f}% | "
-                     f"{100 * r['rows']:.1f}% | {100 * r['columns']:.1f}% | {r['removed']} | {r['diff']:.1e} | "
-                     f"{100 * r['macs']:.1f}% | {100 * r['finetuned']:.1f}% | {same} |")
-    lines += ["", "Network slimming's recipe (prune the channels with the smallest BatchNorm scales, here half of "
-              "each coupled group) after training with and without the L1 penalty on the scales:\n",
-              "| run | scales exactly zero | accuracy after training | pruned 50%, no fine-tuning | "
-              f"pruned 50% + {FINETUNE_EPOCHS} epochs |", "|---|---:|---:|---:|---:|"]
+        lines.append(
+            f"| {r['label']} | {100 * r['accuracy']:.1f}% | {100 * r['weights']:.1f}% | "
+            f"{100 * r['rows']:.1f}% | {100 * r['columns']:.1f}% | {r['removed']} | {r['diff']:.1e} | "
+            f"{100 * r['macs']:.1f}% | {100 * r['finetuned']:.1f}% | {same} |"
+        )
+    lines += [
+        "",
+        "Network slimming's recipe (prune the channels with the smallest BatchNorm scales, here half of "
+        "each coupled group) after training with and without the L1 penalty on the scales:\n",
+        "| run | scales exactly zero | accuracy after training | pruned 50%, no fine-tuning | "
+        f"pruned 50% + {FINETUNE_EPOCHS} epochs |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
         if "slim" in r:
-            lines.append(f"| {r['label']} | {100 * r['zero_gamma']:.1f}% | {100 * r['accuracy']:.1f}% | "
-                         f"{100 * r['slim']:.1f}% | {100 * r['slim_finetuned']:.1f}% |")
+            lines.append(
+                f"| {r['label']} | {100 * r['zero_gamma']:.1f}% | {100 * r['accuracy']:.1f}% | "
+                f"{100 * r['slim']:.1f}% | {100 * r['slim_finetuned']:.1f}% |"
+            )
     shown = [label for label, kind, *_ in RUNS if kind == "group-lasso"]
-    lines += ["", "Per layer, as in Wen et al.'s Table 4 (row / column sparsity, %):\n",
-              "| layer | " + " | ".join(shown) + " |", "|---|" + "---:|" * len(shown)]
+    lines += [
+        "",
+        "Per layer, as in Wen et al.'s Table 4 (row / column sparsity, %):\n",
+        "| layer | " + " | ".join(shown) + " |",
+        "|---|" + "---:|" * len(shown),
+    ]
     for i, layer in enumerate(per_layer[shown[0]]):
-        cells = [f"{100 * per_layer[label][i]['row_sparsity']:.0f} / {100 * per_layer[label][i]['column_sparsity']:.0f}"
-                 for label in shown]
+        cells = [
+            f"{100 * per_layer[label][i]['row_sparsity']:.0f} / {100 * per_layer[label][i]['column_sparsity']:.0f}"
+            for label in shown
+        ]
         lines.append(f"| {layer['module']} | " + " | ".join(cells) + " |")
     lines.append(f"\nRun time {sum(r['seconds'] for r in rows):.0f} s.")
     update_section("group_lasso", "\n".join(lines) + "\n")

@@ -94,29 +94,56 @@ def main(argv: list[str] | None = None) -> int:
     for name, options in variants.items():
         started = time.perf_counter()
         manifests[name] = package_model(
-            model, INPUT_SHAPE, args.work / name, name=name, spec="digits-resnet", reference_inputs=reference,
-            eval_data=eval_data, calibration=calib if options["precision"] == "int8" else None,
-            **options)
+            model,
+            INPUT_SHAPE,
+            args.work / name,
+            name=name,
+            spec="digits-resnet",
+            reference_inputs=reference,
+            eval_data=eval_data,
+            calibration=calib if options["precision"] == "int8" else None,
+            **options,
+        )
         package_s[name] = time.perf_counter() - started
         print(f"packaged {name} in {package_s[name]:.1f} s", file=sys.stderr)
 
     config = MeasureConfig(warmup_s=0.3, min_iterations=args.min_iterations, min_duration_s=args.min_duration_s)
     timed = [n for n in variants if n not in ("fp32", "int8-minmax-8bit")]  # fp32 is the baseline
-    record = run_bench(BenchRequest([args.work / n for n in timed], args.work / "fp32", (1, 32), config,
-                                    intra_op_threads=args.threads, power=False))
+    record = run_bench(
+        BenchRequest(
+            [args.work / n for n in timed],
+            args.work / "fp32",
+            (1, 32),
+            config,
+            intra_op_threads=args.threads,
+            power=False,
+        )
+    )
     by_name = {v["name"]: v for v in record["variants"]}
     refused = ""
     try:
-        run_bench(BenchRequest([args.work / "int8-minmax-8bit"], None, (1,), MeasureConfig(min_iterations=5),
-                               intra_op_threads=args.threads, power=False))
+        run_bench(
+            BenchRequest(
+                [args.work / "int8-minmax-8bit"],
+                None,
+                (1,),
+                MeasureConfig(min_iterations=5),
+                intra_op_threads=args.threads,
+                power=False,
+            )
+        )
     except BundleError as err:
         refused = str(err)
 
     lines = _header(args, argv, origin, cpu_model(), library_versions(), record)
-    lines += ["", "## Accuracy and error against FP32", "",
-              "| variant | model.onnx | accuracy (ORT, this CPU) | accuracy (exact Q/DQ) | top-1 agreement vs FP32 "
-              "| max \\|Δlogit\\| vs FP32 | device atol | calibration | package s |",
-              "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+    lines += [
+        "",
+        "## Accuracy and error against FP32",
+        "",
+        "| variant | model.onnx | accuracy (ORT, this CPU) | accuracy (exact Q/DQ) | top-1 agreement vs FP32 "
+        "| max \\|Δlogit\\| vs FP32 | device atol | calibration | package s |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
     for name, manifest in manifests.items():
         model_rec, parity = manifest["model"], manifest["parity"]
         vs = parity.get("vs_fp32") or {}
@@ -124,25 +151,36 @@ def main(argv: list[str] | None = None) -> int:
         size = (args.work / name / "model.onnx").stat().st_size
         exact = model_rec.get("accuracy_exact_qdq")
         cells = [
-            name, f"{size / 1024:.0f} KiB", f"{100 * model_rec['accuracy']:.2f}%",
+            name,
+            f"{size / 1024:.0f} KiB",
+            f"{100 * model_rec['accuracy']:.2f}%",
             f"{100 * exact:.2f}%" if exact is not None else "–",
             f"{100 * vs['top1_agreement']:.2f}%" if vs else "–",
             f"{vs['max_abs_diff']:.3f}" if vs else "–",
             f"{parity['atol']:.3g}",
-            (f"{calib_rec['method']}, {calib_rec['samples']} samples, {calib_rec['weight_bits']}-bit weights"
-             if calib_rec else "–"),
+            (
+                f"{calib_rec['method']}, {calib_rec['samples']} samples, {calib_rec['weight_bits']}-bit weights"
+                if calib_rec
+                else "–"
+            ),
             f"{package_s[name]:.1f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     fp32_acc = manifests["fp32"]["model"]["accuracy_pytorch"]
-    lines += ["", f"PyTorch FP32 accuracy of the same weights: {100 * fp32_acc:.2f}%. Agreement and max |Δlogit| "
-              "are measured on the 360 test images against PyTorch FP32 (INT8: exact Q/DQ arithmetic; FP16: ONNX "
-              "Runtime). The device atol is what `reference.npz` is re-checked with on the device (FP16: 1% of the "
-              "output scale against FP32 outputs; INT8: 5% against the INT8 model's own outputs)."]
-    lines += ["", f"## Latency on this CPU (ONNX Runtime, {args.threads} intra-op thread(s)), interleaved with FP32",
-              "",
-              "| variant | batch | p50 ms | p90 ms | CoV | FP32 p50 ms (same run) | measured speedup vs FP32 |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        f"PyTorch FP32 accuracy of the same weights: {100 * fp32_acc:.2f}%. Agreement and max |Δlogit| "
+        "are measured on the 360 test images against PyTorch FP32 (INT8: exact Q/DQ arithmetic; FP16: ONNX "
+        "Runtime). The device atol is what `reference.npz` is re-checked with on the device (FP16: 1% of the "
+        "output scale against FP32 outputs; INT8: 5% against the INT8 model's own outputs).",
+    ]
+    lines += [
+        "",
+        f"## Latency on this CPU (ONNX Runtime, {args.threads} intra-op thread(s)), interleaved with FP32",
+        "",
+        "| variant | batch | p50 ms | p90 ms | CoV | FP32 p50 ms (same run) | measured speedup vs FP32 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     baseline = next(v for v in record["variants"] if v["is_baseline"])
     for name in ["fp32", *timed]:
         variant = baseline if name == "fp32" else by_name[name]
@@ -150,29 +188,44 @@ def main(argv: list[str] | None = None) -> int:
             stats = variant["latency"][batch]
             base = (variant.get("baseline_latency") or {}).get(batch)
             comp = ((variant.get("comparison") or {}).get("per_batch") or {}).get(batch)
-            cells = [name, batch, f"{stats['p50_ms']:.3f}", f"{stats['p90_ms']:.3f}", f"{stats['cov']:.2f}",
-                     f"{base['p50_ms']:.3f}" if base else "–",
-                     f"{comp['measured_speedup']:.2f}×" if comp else "1.00× (baseline)"]
+            cells = [
+                name,
+                batch,
+                f"{stats['p50_ms']:.3f}",
+                f"{stats['p90_ms']:.3f}",
+                f"{stats['cov']:.2f}",
+                f"{base['p50_ms']:.3f}" if base else "–",
+                f"{comp['measured_speedup']:.2f}×" if comp else "1.00× (baseline)",
+            ]
             lines.append("| " + " | ".join(cells) + " |")
     full = manifests["int8-minmax-8bit"]
     warning = full["parity"]["warnings"][0] if full["parity"]["warnings"] else "no warning"
     flags = _vnni()
-    lines += ["", "INT8 measures slower than FP32 on this CPU. That was not profiled; candidates are the missing VNNI, "
-              "layers of 16 to 64 channels too small to amortize requantization, and the Q/DQ pairs around Relu and "
-              "Add. FP16 runs at FP32 speed because this CPU has no FP16 arithmetic. Neither says anything about "
-              "TensorRT on a Jetson."]
-    lines += ["", "## The 8-bit-weight INT8 bundle on this CPU", "",
-              f"`int8-minmax-8bit` (full 8-bit weights) scores {100 * full['model']['accuracy']:.2f}% under this "
-              f"CPU's ONNX Runtime int8 kernels but {100 * full['model']['accuracy_exact_qdq']:.2f}% under exact "
-              "Q/DQ arithmetic (what TensorRT computes). "
-              + (f"This CPU has {flags}. " if flags else "")
-              + "ONNX Runtime's own quantization guide names the cause and the fix: CPUs without VNNI risk "
-              "integer saturation with 8-bit weights, and `reduce_range` (7-bit weights) avoids it. "
-              f"The packager recorded: \"{warning}\".",
-              "", "`edgeprune bench` refuses that bundle here, as it should (the device check compares against "
-              "exact Q/DQ outputs): " + (f"\"{refused}\"" if refused else "it did not refuse it (no saturation here)."),
-              "", "That is why INT8 bundles default to 7-bit weights (`reduce_range`): one artifact that is right on "
-              "x86 with or without VNNI, ARM, and TensorRT."]
+    lines += [
+        "",
+        "INT8 measures slower than FP32 on this CPU. That was not profiled; candidates are the missing VNNI, "
+        "layers of 16 to 64 channels too small to amortize requantization, and the Q/DQ pairs around Relu and "
+        "Add. FP16 runs at FP32 speed because this CPU has no FP16 arithmetic. Neither says anything about "
+        "TensorRT on a Jetson.",
+    ]
+    lines += [
+        "",
+        "## The 8-bit-weight INT8 bundle on this CPU",
+        "",
+        f"`int8-minmax-8bit` (full 8-bit weights) scores {100 * full['model']['accuracy']:.2f}% under this "
+        f"CPU's ONNX Runtime int8 kernels but {100 * full['model']['accuracy_exact_qdq']:.2f}% under exact "
+        "Q/DQ arithmetic (what TensorRT computes). "
+        + (f"This CPU has {flags}. " if flags else "")
+        + "ONNX Runtime's own quantization guide names the cause and the fix: CPUs without VNNI risk "
+        "integer saturation with 8-bit weights, and `reduce_range` (7-bit weights) avoids it. "
+        f'The packager recorded: "{warning}".',
+        "",
+        "`edgeprune bench` refuses that bundle here, as it should (the device check compares against "
+        "exact Q/DQ outputs): " + (f'"{refused}"' if refused else "it did not refuse it (no saturation here)."),
+        "",
+        "That is why INT8 bundles default to 7-bit weights (`reduce_range`): one artifact that is right on "
+        "x86 with or without VNNI, ARM, and TensorRT.",
+    ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     kept = ""
     if args.out.is_file() and MARKER in args.out.read_text():
@@ -191,8 +244,14 @@ def _vnni() -> str:
     return ", ".join(have) + ("; no avx512_vnni/avx_vnni" if not any("vnni" in f for f in have) else "")
 
 
-def _header(args: argparse.Namespace, argv: list[str] | None, origin: str, cpu: str | None,
-            versions: dict[str, str | None], record: dict[str, Any]) -> list[str]:
+def _header(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    origin: str,
+    cpu: str | None,
+    versions: dict[str, str | None],
+    record: dict[str, Any],
+) -> list[str]:
     command = "python benchmarks/precision_table.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     settings = record["runner"]["settings"]
     return [

@@ -56,11 +56,19 @@ def measure(threads: int, sparsity: float) -> dict[str, Any]:
     prune_s = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     return {
-        "threads": threads, "sparsity": sparsity, "rss_loaded_mb": loaded / 2**20, "weights_mb": weights / 2**20,
-        "graph_s": graph_s, "prune_s": prune_s, "peak_rss_mb": peak / 2**20,
-        "budget_mb": (loaded + 2 * weights) / 2**20, "extra_over_weights": (peak - loaded) / weights,
-        "macs_before": result.macs_before, "macs_after": result.macs_after,
-        "params_before": result.params_before, "params_after": result.params_after,
+        "threads": threads,
+        "sparsity": sparsity,
+        "rss_loaded_mb": loaded / 2**20,
+        "weights_mb": weights / 2**20,
+        "graph_s": graph_s,
+        "prune_s": prune_s,
+        "peak_rss_mb": peak / 2**20,
+        "budget_mb": (loaded + 2 * weights) / 2**20,
+        "extra_over_weights": (peak - loaded) / weights,
+        "macs_before": result.macs_before,
+        "macs_after": result.macs_after,
+        "params_before": result.params_before,
+        "params_after": result.params_after,
     }
 
 
@@ -73,17 +81,25 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.threads, args.sparsity)))
         return
-    out = subprocess.run([sys.executable, __file__, "--child", "--threads", str(args.threads),
-                          "--sparsity", str(args.sparsity)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", "--threads", str(args.threads), "--sparsity", str(args.sparsity)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     row = json.loads(out.stdout.strip().splitlines()[-1])
     verdict = "within" if row["peak_rss_mb"] <= row["budget_mb"] else "OVER"
-    print("| model | channels removed | threads | trace + group s | prune s | RSS loaded MB | weights MB "
-          "| peak RSS MB | budget MB (loaded + 2 x weights) | extra / weights | GMACs before -> after |")
+    print(
+        "| model | channels removed | threads | trace + group s | prune s | RSS loaded MB | weights MB "
+        "| peak RSS MB | budget MB (loaded + 2 x weights) | extra / weights | GMACs before -> after |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| resnet50 (224 px) | {row['sparsity']:.0%} | {row['threads']} | {row['graph_s']:.2f} | "
-          f"{row['prune_s']:.2f} | {row['rss_loaded_mb']:.0f} | {row['weights_mb']:.0f} | {row['peak_rss_mb']:.0f} | "
-          f"{row['budget_mb']:.0f} ({verdict}) | {row['extra_over_weights']:.2f} | "
-          f"{row['macs_before'] / 1e9:.2f} -> {row['macs_after'] / 1e9:.2f} |")
+    print(
+        f"| resnet50 (224 px) | {row['sparsity']:.0%} | {row['threads']} | {row['graph_s']:.2f} | "
+        f"{row['prune_s']:.2f} | {row['rss_loaded_mb']:.0f} | {row['weights_mb']:.0f} | {row['peak_rss_mb']:.0f} | "
+        f"{row['budget_mb']:.0f} ({verdict}) | {row['extra_over_weights']:.2f} | "
+        f"{row['macs_before'] / 1e9:.2f} -> {row['macs_after'] / 1e9:.2f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -47,28 +47,34 @@ def main() -> None:
     results = []
     for label, selector, refit in METHODS:
         t0 = time.time()
-        result = reconstruct_channels(base, shape, calibration, ReconstructConfig(sparsity=0.5, selector=selector,
-                                                                                   refit=refit))
+        result = reconstruct_channels(
+            base, shape, calibration, ReconstructConfig(sparsity=0.5, selector=selector, refit=refit)
+        )
         seconds = time.time() - t0
         accuracy = evaluate(result.model, data.x_test, data.y_test)
         results.append((label, result, accuracy, model_cost(result.model, shape).macs, seconds))
         print(label, f"{accuracy:.4f}", [round(layer["relative_error"], 4) for layer in result.layers], flush=True)
-    sk = reconstruct_channels(base, shape, calibration, ReconstructConfig(sparsity=0.5, selector="lasso",
-                                                                          solver="sklearn"))
+    sk = reconstruct_channels(
+        base, shape, calibration, ReconstructConfig(sparsity=0.5, selector="lasso", solver="sklearn")
+    )
     ours = next(r for label, r, *_ in results if label.startswith("LASSO +"))
     same = all(a["selected"] == b["selected"] for a, b in zip(ours.layers, sk.layers))
 
     layers = results[0][1].layers
-    lines = [header("LASSO + least squares against L1 magnitude, 50% of channels, no fine-tuning",
-                    "python benchmarks/reconstruction.py"),
-             f"Baseline test accuracy {100 * base_acc:.1f}%, {base_macs / 1e6:.2f} M MACs. Calibration: the first "
-             f"{CALIBRATION_IMAGES} training images, 10 sampled output positions each (as He et al.); the last 25% "
-             "of them are held out and give the errors below. LASSO penalty searched by bisection until exactly "
-             "half the channels are non-zero. scikit-learn's Lasso as the solver picks "
-             f"{'the same' if same else 'different'} channels in every layer.\n",
-             "Relative reconstruction error of each pruned group's consumer (lower is better):\n",
-             "| consumer (channels kept) | " + " | ".join(label for label, *_ in results) + " |",
-             "|---|" + "---:|" * len(results)]
+    lines = [
+        header(
+            "LASSO + least squares against L1 magnitude, 50% of channels, no fine-tuning",
+            "python benchmarks/reconstruction.py",
+        ),
+        f"Baseline test accuracy {100 * base_acc:.1f}%, {base_macs / 1e6:.2f} M MACs. Calibration: the first "
+        f"{CALIBRATION_IMAGES} training images, 10 sampled output positions each (as He et al.); the last 25% "
+        "of them are held out and give the errors below. LASSO penalty searched by bisection until exactly "
+        "half the channels are non-zero. scikit-learn's Lasso as the solver picks "
+        f"{'the same' if same else 'different'} channels in every layer.\n",
+        "Relative reconstruction error of each pruned group's consumer (lower is better):\n",
+        "| consumer (channels kept) | " + " | ".join(label for label, *_ in results) + " |",
+        "|---|" + "---:|" * len(results),
+    ]
     for i, layer in enumerate(layers):
         cells = [f"{r.layers[i]['relative_error']:.4f}" for _, r, *_ in results]
         lines.append(f"| {layer['consumer']} ({layer['kept']}/{layer['channels']}) | " + " | ".join(cells) + " |")

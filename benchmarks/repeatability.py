@@ -55,15 +55,25 @@ def main() -> None:
             plain = plain_loop_ms(bundle / "model.onnx", stats["iterations"])
             rows.append((stats["p50_ms"], stats["cov"], stats["iterations"], plain))
     p50s = [r[0] for r in rows]
-    lines = [f"## ORT benchmark repeatability ({today()})", "", f"Machine: {machine_line()}", "",
-             "Command: `python benchmarks/repeatability.py` (dense digits-resnet, batch 1, 1 thread)", "",
-             "| repeat | p50 ms | CoV | iterations | plain loop median ms | p50 / plain |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"## ORT benchmark repeatability ({today()})",
+        "",
+        f"Machine: {machine_line()}",
+        "",
+        "Command: `python benchmarks/repeatability.py` (dense digits-resnet, batch 1, 1 thread)",
+        "",
+        "| repeat | p50 ms | CoV | iterations | plain loop median ms | p50 / plain |",
+        "|---|---|---|---|---|---|",
+    ]
     for i, (p50, cov, n, plain) in enumerate(rows, 1):
         lines.append(f"| {i} | {p50:.4f} | {100 * cov:.1f}% | {n} | {plain:.4f} | {p50 / plain:.3f} |")
     spread = (max(p50s) - min(p50s)) / statistics.median(p50s)
     worst = max(abs(r[0] / r[3] - 1) for r in rows)
-    lines += ["", f"Spread of p50 over {REPEATS} repeats: {100 * spread:.1f}% of the median; "
-              f"worst disagreement with the plain loop: {100 * worst:.1f}% (goal: within 3%)."]
+    lines += [
+        "",
+        f"Spread of p50 over {REPEATS} repeats: {100 * spread:.1f}% of the median; "
+        f"worst disagreement with the plain loop: {100 * worst:.1f}% (goal: within 3%).",
+    ]
     write_result("repeatability.md", "\n".join(lines) + "\n")
 
 

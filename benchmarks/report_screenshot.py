@@ -32,9 +32,7 @@ def find_browser() -> str | None:
     return None
 
 
-def screenshot(
-    html: Path, png: Path, width: int = 1280, height: int = 5000, timeout_s: float = 120.0
-) -> Path:
+def screenshot(html: Path, png: Path, width: int = 1280, height: int = 5000, timeout_s: float = 120.0) -> Path:
     """Render ``html`` at ``width`` x ``height`` CSS pixels into ``png``.
 
     Raises:
@@ -43,9 +41,7 @@ def screenshot(
     """
     browser = find_browser()
     if browser is None:
-        raise FileNotFoundError(
-            "no chromium on PATH: install Debian's chromium package (apt-get install chromium)"
-        )
+        raise FileNotFoundError("no chromium on PATH: install Debian's chromium package (apt-get install chromium)")
     png = png.resolve()
     png.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgeprune-shot-") as profile:

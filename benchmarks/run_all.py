@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = sorted(p for p in HERE.glob("*.py") if not p.name.startswith("_") and p.name not in {
-    "run_all.py", "report_screenshot.py"})
+SCRIPTS = sorted(
+    p for p in HERE.glob("*.py") if not p.name.startswith("_") and p.name not in {"run_all.py", "report_screenshot.py"}
+)
 
 
 def main() -> int:

@@ -67,9 +67,13 @@ def run_one(name: str, threads: int) -> dict[str, Any]:
         start = time.perf_counter()
         result = prune_channels(model, shape, ChannelConfig(sparsity=SPARSITY))
         row["prune_s"] = round(time.perf_counter() - start, 2)
-        row.update(macs_before=result.macs_before, macs_after=result.macs_after,
-                   params_after=result.params_after, pruned_groups=len(result.groups),
-                   fixed_groups=len(result.fixed))
+        row.update(
+            macs_before=result.macs_before,
+            macs_after=result.macs_after,
+            params_after=result.params_after,
+            pruned_groups=len(result.groups),
+            fixed_groups=len(result.fixed),
+        )
         reasons: dict[str, int] = {}
         for entry in result.fixed:
             if entry["reason"] != "model output":
@@ -113,13 +117,18 @@ def run_isolated(name: str, timeout: float, threads: int) -> dict[str, Any]:
         out = Path(handle.name)
     try:
         cmd = [sys.executable, __file__, "--one", name, "--json", str(out), "--threads", str(threads)]
-        proc = subprocess.run(cmd, timeout=timeout, capture_output=True, text=True,
-                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        proc = subprocess.run(
+            cmd, timeout=timeout, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+        )
         if out.stat().st_size:
             return dict(json.loads(out.read_text()))
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        return {"model": name, "input": input_size(name), "status": "crash",
-                "reason": f"exit {proc.returncode}: {tail[0][:300]}"}
+        return {
+            "model": name,
+            "input": input_size(name),
+            "status": "crash",
+            "reason": f"exit {proc.returncode}: {tail[0][:300]}",
+        }
     except subprocess.TimeoutExpired:
         return {"model": name, "input": input_size(name), "status": "timeout", "reason": f"over {timeout:.0f} s"}
     finally:
@@ -142,12 +151,15 @@ def table(rows: list[dict[str, Any]]) -> str:
         note = note.replace("|", "/").replace("\n", " ")[:160]
         params = f"{_m(r.get('params'))} / {_m(r.get('params_after'))}"
         groups = f"{r.get('pruned_groups', '-')} / {r.get('fixed_groups', '-')}"
-        lines.append(f"| {r['model']} | {r['input']} | {r['status']} | {_m(r.get('macs_before'))} | "
-                     f"{_m(r.get('macs_after'))} | {kept} | {params} | {groups} | {r.get('prune_s', '-')} | {note} |")
+        lines.append(
+            f"| {r['model']} | {r['input']} | {r['status']} | {_m(r.get('macs_before'))} | "
+            f"{_m(r.get('macs_after'))} | {kept} | {params} | {groups} | {r.get('prune_s', '-')} | {note} |"
+        )
     passed = sum(1 for r in rows if r["status"] == "pass")
     lines.append("")
-    lines.append(f"**{passed} of {len(rows)} models pass** (pruned, runs, same output shape, fewer MACs, "
-                 "ONNX Runtime parity).")
+    lines.append(
+        f"**{passed} of {len(rows)} models pass** (pruned, runs, same output shape, fewer MACs, ONNX Runtime parity)."
+    )
     return "\n".join(lines)
 
 
@@ -156,8 +168,9 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated model names (default: the whole zoo)")
     parser.add_argument("--skip", default="", help="comma-separated model names to leave out")
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds per model")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads per model (1 keeps timings steady on a shared machine)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads per model (1 keeps timings steady on a shared machine)"
+    )
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--jsonl", type=Path, help="append each row here as it completes")
     parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -175,8 +188,10 @@ def main() -> None:
     for i, name in enumerate(names, 1):
         row = run_isolated(name, args.timeout, args.threads)
         rows.append(row)
-        print(f"[{i}/{len(names)}] {name}: {row['status']} {row.get('prune_s', '')} "
-              f"{(row.get('reason') or '')[:200]}", flush=True)
+        print(
+            f"[{i}/{len(names)}] {name}: {row['status']} {row.get('prune_s', '')} {(row.get('reason') or '')[:200]}",
+            flush=True,
+        )
         if args.jsonl:
             with args.jsonl.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")

@@ -114,18 +114,25 @@ def validate_manifest(manifest: Mapping[str, Any]) -> None:
         if not manifest[field]:
             raise BundleError(f"manifest field '{field}' is empty: repackage the model")
         for index, spec in enumerate(manifest[field]):
-            if not (isinstance(spec, dict) and isinstance(spec.get("name"), str)
-                    and isinstance(spec.get("shape"), list) and isinstance(spec.get("dtype"), str)):
-                raise BundleError(f"manifest {field}[{index}] needs a name, a shape list and a dtype: "
-                                  "repackage the model")
+            if not (
+                isinstance(spec, dict)
+                and isinstance(spec.get("name"), str)
+                and isinstance(spec.get("shape"), list)
+                and isinstance(spec.get("dtype"), str)
+            ):
+                raise BundleError(
+                    f"manifest {field}[{index}] needs a name, a shape list and a dtype: repackage the model"
+                )
     atol = manifest["parity"].get("atol")
     if atol is not None and (isinstance(atol, bool) or not isinstance(atol, (int, float)) or atol < 0):
         raise BundleError(f"manifest parity.atol {atol!r} is not a non-negative number: repackage the model")
     calibration = manifest.get("calibration")
     if calibration is not None:
         if calibration.get("method") not in CALIB_METHODS:
-            raise BundleError(f"manifest calibration.method {calibration.get('method')!r} is not one of "
-                              f"{CALIB_METHODS}: repackage the model")
+            raise BundleError(
+                f"manifest calibration.method {calibration.get('method')!r} is not one of "
+                f"{CALIB_METHODS}: repackage the model"
+            )
         samples = calibration.get("samples")
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise BundleError(f"manifest calibration.samples {samples!r} is not a positive count: repackage the model")
@@ -277,8 +284,9 @@ def check_model_file(path: Path) -> None:
     except ValueError as err:
         raise BundleError(f"bundle file {path.name} is not an ONNX model ({err}): package the model again") from err
     if not {1, 7} <= seen:
-        raise BundleError(f"bundle file {path.name} is not an ONNX model (no ir_version or graph): "
-                          "package the model again")
+        raise BundleError(
+            f"bundle file {path.name} is not an ONNX model (no ir_version or graph): package the model again"
+        )
 
 
 def verify_files(directory: Path, manifest: Mapping[str, Any]) -> None:

@@ -73,8 +73,9 @@ def _config_key(config: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def baseline_model(out: Path, config: TrainConfig, x: torch.Tensor, y: torch.Tensor,
-                   step: Step) -> tuple[torch.nn.Module, bool]:
+def baseline_model(
+    out: Path, config: TrainConfig, x: torch.Tensor, y: torch.Tensor, step: Step
+) -> tuple[torch.nn.Module, bool]:
     """Train the baseline, or reuse weights cached in ``out`` by a run with the same config."""
     from safetensors.torch import save_file
 
@@ -109,9 +110,18 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), step: Step | None = N
     bundles: dict[str, Path] = {}
     accuracy = {"dense": base_acc}
     say("package dense", 0, 1)
-    package_model(base, INPUT_SHAPE, out / "bundles" / "dense", name="dense", spec=SPEC, pattern="dense",
-                  baseline_cost=base_cost, reference_inputs=reference, accuracy=base_acc,
-                  batch_sizes=config.batch_sizes)
+    package_model(
+        base,
+        INPUT_SHAPE,
+        out / "bundles" / "dense",
+        name="dense",
+        spec=SPEC,
+        pattern="dense",
+        baseline_cost=base_cost,
+        reference_inputs=reference,
+        accuracy=base_acc,
+        batch_sizes=config.batch_sizes,
+    )
     say("package dense", 1, 1)
     for name, request in VARIANTS.items():
         pruned, plan, summary = prune_model(base, INPUT_SHAPE, request)
@@ -121,27 +131,55 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), step: Step | None = N
         train(pruned, data.x_train, data.y_train, ft, masks=masks, on_step=partial(say, f"fine-tune {name}"))
         acc = evaluate(pruned, data.x_test, data.y_test)
         accuracy[name] = acc
-        save_pruned(out / "models" / _slug(name), pruned, plan,
-                    {"source": SPEC, "input_shape": list(INPUT_SHAPE), "method": request.pattern,
-                     "accuracy": acc, "summary": summary})
+        save_pruned(
+            out / "models" / _slug(name),
+            pruned,
+            plan,
+            {
+                "source": SPEC,
+                "input_shape": list(INPUT_SHAPE),
+                "method": request.pattern,
+                "accuracy": acc,
+                "summary": summary,
+            },
+        )
         say(f"package {name}", 0, 1)
-        package_model(pruned, INPUT_SHAPE, out / "bundles" / _slug(name), name=name, spec=SPEC,
-                      pattern=request.pattern, baseline_cost=base_cost, reference_inputs=reference,
-                      accuracy=acc, summary={k: v for k, v in summary.items() if k != "groups"},
-                      batch_sizes=config.batch_sizes)
+        package_model(
+            pruned,
+            INPUT_SHAPE,
+            out / "bundles" / _slug(name),
+            name=name,
+            spec=SPEC,
+            pattern=request.pattern,
+            baseline_cost=base_cost,
+            reference_inputs=reference,
+            accuracy=acc,
+            summary={k: v for k, v in summary.items() if k != "groups"},
+            batch_sizes=config.batch_sizes,
+        )
         say(f"package {name}", 1, 1)
         bundles[name] = out / "bundles" / _slug(name)
 
-    bench = BenchRequest(bundles=list(bundles.values()), baseline=out / "bundles" / "dense",
-                         batch_sizes=config.batch_sizes, config=config.measure,
-                         intra_op_threads=config.ort_threads, idle_s=5.0, energy_s=2.0)
+    bench = BenchRequest(
+        bundles=list(bundles.values()),
+        baseline=out / "bundles" / "dense",
+        batch_sizes=config.batch_sizes,
+        config=config.measure,
+        intra_op_threads=config.ort_threads,
+        idle_s=5.0,
+        energy_s=2.0,
+    )
     record = run_bench(bench, on_progress=lambda label, frac: say(f"bench {label}", int(frac * 100), 100))
     say("explain the gap per layer", 0, len(bundles))
     for index, variant in enumerate(v for v in record["variants"] if not v["is_baseline"]):
         variant["layers"] = explain_gap(out / "bundles" / "dense", Path(variant["bundle"]), batch_size=1, runs=100)
         say("explain the gap per layer", index + 1, len(bundles))
-    record["demo"] = {"baseline_reused": reused, "train": asdict(config.train),
-                      "finetune_epochs": config.finetune_epochs, "accuracy": accuracy}
+    record["demo"] = {
+        "baseline_reused": reused,
+        "train": asdict(config.train),
+        "finetune_epochs": config.finetune_epochs,
+        "accuracy": accuracy,
+    }
     (out / "results.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
 
@@ -153,17 +191,19 @@ def table_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
         for batch, stats in variant["latency"].items():
             comp = (variant.get("comparison") or {}).get("per_batch", {}).get(batch, {})
             theory = variant["cost"].get("theoretical") or {}
-            rows.append({
-                "variant": variant["name"],
-                "batch": int(batch),
-                "params": variant["cost"]["nonzero_params"],
-                "macs": variant["cost"]["effective_macs"],
-                "accuracy": variant["accuracy"],
-                "p50_ms": stats["p50_ms"],
-                "theoretical": variant["cost"]["theoretical_speedup"],
-                "kernel_aware": theory.get("kernel_aware"),
-                "roofline": theory.get("roofline"),
-                "measured": comp.get("measured_speedup", 1.0 if variant["is_baseline"] else None),
-                "ratio": comp.get("measured_over_theoretical"),
-            })
+            rows.append(
+                {
+                    "variant": variant["name"],
+                    "batch": int(batch),
+                    "params": variant["cost"]["nonzero_params"],
+                    "macs": variant["cost"]["effective_macs"],
+                    "accuracy": variant["accuracy"],
+                    "p50_ms": stats["p50_ms"],
+                    "theoretical": variant["cost"]["theoretical_speedup"],
+                    "kernel_aware": theory.get("kernel_aware"),
+                    "roofline": theory.get("roofline"),
+                    "measured": comp.get("measured_speedup", 1.0 if variant["is_baseline"] else None),
+                    "ratio": comp.get("measured_over_theoretical"),
+                }
+            )
     return rows

@@ -44,6 +44,4 @@ def missing(module: str, extra: str) -> MissingDependencyError:
         module: the import name that failed.
         extra: the edgeprune extra that provides it.
     """
-    return MissingDependencyError(
-        f"{module} is not installed: install it with `pip install 'edgeprune[{extra}]'`"
-    )
+    return MissingDependencyError(f"{module} is not installed: install it with `pip install 'edgeprune[{extra}]'`")

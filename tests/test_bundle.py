@@ -16,10 +16,14 @@ from edgeprune.errors import BundleError
 
 def manifest(**over):
     base = {
-        "name": "tiny", "precision": "fp32", "model": {"spec": "tiny"},
+        "name": "tiny",
+        "precision": "fp32",
+        "model": {"spec": "tiny"},
         "inputs": [{"name": "input", "shape": ["batch", 4], "dtype": "float32"}],
         "outputs": [{"name": "logits", "shape": ["batch", 2], "dtype": "float32"}],
-        "sparsity": {"pattern": "dense", "layers": []}, "cost": {"macs": 8}, "parity": {"atol": 1e-4},
+        "sparsity": {"pattern": "dense", "layers": []},
+        "cost": {"macs": 8},
+        "parity": {"atol": 1e-4},
         "tool_versions": {},
     }
     base.update(over)
@@ -32,8 +36,9 @@ def made(tmp_path: Path) -> Path:
     src.mkdir()
     (src / "model.onnx").write_bytes(b"not really onnx, but hashed all the same")
     np.savez(src / "reference.npz", x=np.zeros(3))
-    return bundle.write_bundle(tmp_path / "b", manifest(), {"model.onnx": src / "model.onnx",
-                                                          "reference.npz": src / "reference.npz"})
+    return bundle.write_bundle(
+        tmp_path / "b", manifest(), {"model.onnx": src / "model.onnx", "reference.npz": src / "reference.npz"}
+    )
 
 
 def test_roundtrip_records_checksums(made: Path) -> None:
@@ -99,9 +104,16 @@ def _tar(members: list[tarfile.TarInfo], payload: bytes = b"x") -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("name,kind", [("../evil", tarfile.REGTYPE), ("/etc/evil", tarfile.REGTYPE),
-                                       ("sub/evil", tarfile.REGTYPE), ("link", tarfile.SYMTYPE),
-                                       ("dev", tarfile.CHRTYPE)])
+@pytest.mark.parametrize(
+    "name,kind",
+    [
+        ("../evil", tarfile.REGTYPE),
+        ("/etc/evil", tarfile.REGTYPE),
+        ("sub/evil", tarfile.REGTYPE),
+        ("link", tarfile.SYMTYPE),
+        ("dev", tarfile.CHRTYPE),
+    ],
+)
 def test_unsafe_archives_are_refused_and_write_nothing(tmp_path: Path, name: str, kind: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.type = kind

@@ -22,11 +22,16 @@ def test_demo_end_to_end(tmp_path, trained_digits) -> None:
     out = tmp_path / "demo"
     # Seed the run folder with the session's trained baseline, as a previous run would have.
     (out / "baseline").mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in trained_digits.model.state_dict().items()},
-              str(out / "baseline" / "weights.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in trained_digits.model.state_dict().items()},
+        str(out / "baseline" / "weights.safetensors"),
+    )
     (out / "baseline" / "train.json").write_text(json.dumps({"key": _config_key(TrainConfig())}))
-    config = DemoConfig(finetune_epochs=1, batch_sizes=(1, 8),
-                        measure=MeasureConfig(warmup_s=0.02, min_iterations=10, min_duration_s=0.05))
+    config = DemoConfig(
+        finetune_epochs=1,
+        batch_sizes=(1, 8),
+        measure=MeasureConfig(warmup_s=0.02, min_iterations=10, min_duration_s=0.05),
+    )
     record = run_demo(out, config)
     assert record["demo"]["baseline_reused"] is True
     assert json.loads((out / "results.json").read_text())["kind"] == "edgeprune.result"

@@ -52,8 +52,10 @@ def test_cuda_graph_replay_matches_eager() -> None:
     model = digits_resnet().eval()
     x = np.random.default_rng(0).standard_normal((8, *INPUT_SHAPE)).astype(np.float32)
     y = np.random.default_rng(1).standard_normal((8, *INPUT_SHAPE)).astype(np.float32)
-    with PytRunner(model, "cuda", input_shape=INPUT_SHAPE) as eager, \
-            PytRunner(model, "cuda", input_shape=INPUT_SHAPE, cuda_graphs=True) as graphed:
+    with (
+        PytRunner(model, "cuda", input_shape=INPUT_SHAPE) as eager,
+        PytRunner(model, "cuda", input_shape=INPUT_SHAPE, cuda_graphs=True) as graphed,
+    ):
         for feeds in ({"input": x}, {"input": y}):  # the second input replays the same graph
             np.testing.assert_allclose(graphed.infer(feeds)["logits"], eager.infer(feeds)["logits"], atol=1e-4)
         assert len(graphed.time_gpu_ms({"input": x}, iterations=3, pipelined=4)) == 3

@@ -171,14 +171,27 @@ def model_cost(model: nn.Module, input_shape: tuple[int, ...], bytes_per_weight:
             macs = out_elements * per_output
             params = sum(p.numel() for p in module.parameters(recurse=False))
             density = 1.0 if weight.is_meta else float((weight != 0).sum()) / weight.numel()
-            layers.append(LayerCost(
-                name=name, type=type(module).__name__, in_channels=in_ch, out_channels=out_ch, macs=macs,
-                params=params, weight_bytes=params * bytes_per_weight,
-                activation_bytes=out_elements * 4, density=density, effective_macs=macs * density,
-                groups=groups, kernel_size=kernel, weight_elements=int(weight.numel()),
-                input_elements=int(inputs[0][0].numel()), output_elements=out_elements,
-                follows_2_4=follows_nm(weight),
-            ))
+            layers.append(
+                LayerCost(
+                    name=name,
+                    type=type(module).__name__,
+                    in_channels=in_ch,
+                    out_channels=out_ch,
+                    macs=macs,
+                    params=params,
+                    weight_bytes=params * bytes_per_weight,
+                    activation_bytes=out_elements * 4,
+                    density=density,
+                    effective_macs=macs * density,
+                    groups=groups,
+                    kernel_size=kernel,
+                    weight_elements=int(weight.numel()),
+                    input_elements=int(inputs[0][0].numel()),
+                    output_elements=out_elements,
+                    follows_2_4=follows_nm(weight),
+                )
+            )
+
         return record
 
     for name, module in model.named_modules():

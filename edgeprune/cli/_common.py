@@ -41,8 +41,14 @@ def user_errors() -> Iterator[None]:
 @contextmanager
 def progress_steps() -> Iterator[Callable[[str, int, int], None]]:
     """A rich progress display driven by ``step(label, done, total)`` calls."""
-    with Progress(TextColumn("{task.description:<34}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), console=err_console, transient=False) as progress:
+    with Progress(
+        TextColumn("{task.description:<34}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    ) as progress:
         tasks: dict[str, TaskID] = {}
 
         def step(label: str, done: int, total: int) -> None:
@@ -58,4 +64,6 @@ def progress_steps() -> Iterator[Callable[[str, int, int], None]]:
 def fmt(value: float | None, spec: str) -> str:
     """Format a number, or an en dash for a figure that does not exist."""
     return "–" if value is None else format(value, spec)
+
+
 MODEL_HELP = "digits-resnet, torchvision:NAME, package.module:factory, or a pruned-model folder."

@@ -10,9 +10,11 @@ from rich.table import Table
 
 from edgeprune.cli._common import MODEL_HELP, console, fmt, user_errors
 
-DEVICE_HELP = ("Target for the kernel-aware and roofline figures: host-cpu (measured by a short calibration "
-               "run, cached), jetson-nano, jetson-tx2, jetson-xavier-nx, jetson-agx-xavier, jetson-orin-nano, "
-               "jetson-orin-nano-super, jetson-orin-nx, jetson-agx-orin.")
+DEVICE_HELP = (
+    "Target for the kernel-aware and roofline figures: host-cpu (measured by a short calibration "
+    "run, cached), jetson-nano, jetson-tx2, jetson-xavier-nx, jetson-agx-xavier, jetson-orin-nano, "
+    "jetson-orin-nano-super, jetson-orin-nx, jetson-agx-orin."
+)
 
 
 def _si(value: float, unit: str = "") -> str:
@@ -27,16 +29,30 @@ def analyze(
     weights: Annotated[Path | None, typer.Option(help="A .safetensors or .pt state dict.")] = None,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "host-cpu",
     precision: Annotated[str | None, typer.Option(help="fp32, fp16 or int8 (default: the device's usual one).")] = None,
-    pattern: Annotated[str | None, typer.Option(
-        help="Sparsity pattern to lint and price: dense, channel, unstructured, nm (2:4). "
-             "Default: the pruned model's own pattern.")] = None,
-    pattern_aware: Annotated[bool, typer.Option(
-        "--pattern-aware", help="Add per-layer effective MACs under each pattern and, for a pruned model, "
-                                "each layer's three theoretical speedups.")] = False,
+    pattern: Annotated[
+        str | None,
+        typer.Option(
+            help="Sparsity pattern to lint and price: dense, channel, unstructured, nm (2:4). "
+            "Default: the pruned model's own pattern."
+        ),
+    ] = None,
+    pattern_aware: Annotated[
+        bool,
+        typer.Option(
+            "--pattern-aware",
+            help="Add per-layer effective MACs under each pattern and, for a pruned model, "
+            "each layer's three theoretical speedups.",
+        ),
+    ] = False,
     batch_size: Annotated[int, typer.Option(help="Batch size the roofline prices.")] = 1,
-    storage: Annotated[bool, typer.Option(
-        "--storage", help="Add per-layer weight bytes in each sparse storage format (dense, CSR, bitmask, "
-                          "compressed sparse banks, 2:4, vector/kernel/block CSR) and the smallest.")] = False,
+    storage: Annotated[
+        bool,
+        typer.Option(
+            "--storage",
+            help="Add per-layer weight bytes in each sparse storage format (dense, CSR, bitmask, "
+            "compressed sparse banks, 2:4, vector/kernel/block CSR) and the smallest.",
+        ),
+    ] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the analysis as JSON here.")] = None,
 ) -> None:
     """Per-layer cost table (MACs, parameters, bytes, arithmetic intensity, density), alignment
@@ -79,8 +95,7 @@ def analyze(
             with torch.device("meta"):
                 source, _ = build_source(loaded.meta["source"])
             baseline = model_cost(source, loaded.input_shape)
-            figures = theoretical_figures(baseline, cost, layer_pattern, spec, precision=chosen,
-                                          batch_size=batch_size)
+            figures = theoretical_figures(baseline, cost, layer_pattern, spec, precision=chosen, batch_size=batch_size)
 
         _print_table(loaded.spec, loaded.input_shape, cost, chosen, batch_size)
         if pattern_aware:
@@ -92,25 +107,43 @@ def analyze(
             storage_rows = storage_table(loaded.model, value_bits=8 * BYTES_PER_ELEMENT[chosen])
             _print_storage_table(storage_rows, storage_totals(storage_rows), chosen)
         peak = spec.peak(chosen)
-        peak_text = (f"{chosen} peak {_si(peak, 'FLOP/s')}" if peak is not None
-                     else f"no {chosen} peak, fp32 {_si(spec.peak('fp32') or 0.0, 'FLOP/s')} used")
+        peak_text = (
+            f"{chosen} peak {_si(peak, 'FLOP/s')}"
+            if peak is not None
+            else f"no {chosen} peak, fp32 {_si(spec.peak('fp32') or 0.0, 'FLOP/s')} used"
+        )
         console.print(
             f"device: {escape(spec.label)} ({escape(spec.runtime)}); {peak_text}, memory "
             f"{_si(spec.memory_bytes_per_s.value or 0.0, 'B/s')} ({escape(spec.memory_bytes_per_s.how)})",
-            style="dim", highlight=False)
+            style="dim",
+            highlight=False,
+        )
         if figures is not None:
-            console.print(f"theoretical speedup vs {escape(loaded.meta['source'])} "
-                          f"(batch {batch_size}, estimates):", highlight=False)
+            console.print(
+                f"theoretical speedup vs {escape(loaded.meta['source'])} (batch {batch_size}, estimates):",
+                highlight=False,
+            )
             for key in ("mac_ratio", "kernel_aware", "roofline"):
                 console.print(f"  {figures[key]:6.2f}x  {escape(figures['labels'][key])}", highlight=False)
         for warning in warnings:
-            console.print(f"[yellow]warning[/yellow] [yellow]{escape(warning['code'])}[/yellow] "
-                          f"{escape(warning['layer'])}: {escape(warning['message'])}", highlight=False)
+            console.print(
+                f"[yellow]warning[/yellow] [yellow]{escape(warning['code'])}[/yellow] "
+                f"{escape(warning['layer'])}: {escape(warning['message'])}",
+                highlight=False,
+            )
         if json_out is not None:
-            data = {**cost.to_dict(), "model": loaded.spec, "input_shape": list(loaded.input_shape),
-                    "effective_macs_by_pattern": cost.effective_macs_by_pattern(),
-                    "pattern": layer_pattern, "precision": chosen, "batch_size": batch_size,
-                    "device": spec.to_dict(), "lint": warnings, "theoretical": figures}
+            data = {
+                **cost.to_dict(),
+                "model": loaded.spec,
+                "input_shape": list(loaded.input_shape),
+                "effective_macs_by_pattern": cost.effective_macs_by_pattern(),
+                "pattern": layer_pattern,
+                "precision": chosen,
+                "batch_size": batch_size,
+                "device": spec.to_dict(),
+                "lint": warnings,
+                "theoretical": figures,
+            }
             if storage_rows is not None:
                 from edgeprune.prune.storage import storage_totals
 
@@ -129,20 +162,42 @@ def _print_table(title: str, input_shape: tuple[int, ...], cost: Any, precision:
         else:
             table.add_column(column, justify="left" if column == "type" else "right", no_wrap=True)
     for layer in cost.layers:
-        table.add_row(layer.name, layer.type, str(layer.in_channels), str(layer.out_channels), _si(layer.macs),
-                      _si(layer.params), _si(layer.bytes_moved(elt, batch_size), "B"),
-                      f"{layer.intensity_flop_per_byte(elt, batch_size):.1f}", f"{layer.density:.2f}")
-    table.add_row("total", "", "", "", _si(cost.macs), _si(cost.params),
-                  _si(sum(x.bytes_moved(elt, batch_size) for x in cost.layers), "B"), "",
-                  f"{cost.effective_macs / cost.macs:.2f}" if cost.macs else "", style="bold")
+        table.add_row(
+            layer.name,
+            layer.type,
+            str(layer.in_channels),
+            str(layer.out_channels),
+            _si(layer.macs),
+            _si(layer.params),
+            _si(layer.bytes_moved(elt, batch_size), "B"),
+            f"{layer.intensity_flop_per_byte(elt, batch_size):.1f}",
+            f"{layer.density:.2f}",
+        )
+    table.add_row(
+        "total",
+        "",
+        "",
+        "",
+        _si(cost.macs),
+        _si(cost.params),
+        _si(sum(x.bytes_moved(elt, batch_size) for x in cost.layers), "B"),
+        "",
+        f"{cost.effective_macs / cost.macs:.2f}" if cost.macs else "",
+        style="bold",
+    )
     console.print(table)
-    console.print("bytes = weights + input and output activations moved per call; FLOP/B = 2 x MACs / bytes "
-                  "(arithmetic intensity); density = non-zero weights / weights.", style="dim")
+    console.print(
+        "bytes = weights + input and output activations moved per call; FLOP/B = 2 x MACs / bytes "
+        "(arithmetic intensity); density = non-zero weights / weights.",
+        style="dim",
+    )
 
 
 def _print_pattern_table(cost: Any, figures: dict[str, Any] | None) -> None:
-    table = Table(title="effective MACs under each pattern" + (" and theoretical speedup per layer (estimates)"
-                                                               if figures is not None else ""))
+    table = Table(
+        title="effective MACs under each pattern"
+        + (" and theoretical speedup per layer (estimates)" if figures is not None else "")
+    )
     columns = ["layer", "dense", "unstructured", "2:4", "follows 2:4"]
     if figures is not None:
         columns += ["MAC×", "kernel×", "roofline×", "runs on"]
@@ -150,17 +205,25 @@ def _print_pattern_table(cost: Any, figures: dict[str, Any] | None) -> None:
         if column == "layer":
             table.add_column(column, no_wrap=True, min_width=min(40, max(len(x.name) for x in cost.layers or [])))
         else:
-            table.add_column(column, justify="left" if column == "runs on" else "right",
-                             no_wrap=column != "runs on")
+            table.add_column(column, justify="left" if column == "runs on" else "right", no_wrap=column != "runs on")
     per_layer = {row["name"]: row for row in (figures or {}).get("layers", [])}
     for layer in cost.layers:
         eff = layer.effective_macs_by_pattern
-        row = [layer.name, _si(eff["dense"]), _si(eff["unstructured"]), _si(eff["nm"]),
-               "yes" if layer.follows_2_4 else "no"]
+        row = [
+            layer.name,
+            _si(eff["dense"]),
+            _si(eff["unstructured"]),
+            _si(eff["nm"]),
+            "yes" if layer.follows_2_4 else "no",
+        ]
         if figures is not None:
             lf = per_layer.get(layer.name, {})
-            row += [fmt(lf.get("mac_ratio"), ".2f"), fmt(lf.get("kernel_aware"), ".2f"), fmt(lf.get("roofline"), ".2f"),
-                    str(lf.get("kernel", "")) + (f" ({lf['reason']})" if lf.get("reason") else "")]
+            row += [
+                fmt(lf.get("mac_ratio"), ".2f"),
+                fmt(lf.get("kernel_aware"), ".2f"),
+                fmt(lf.get("roofline"), ".2f"),
+                str(lf.get("kernel", "")) + (f" ({lf['reason']})" if lf.get("reason") else ""),
+            ]
         table.add_row(*row)
     totals = cost.effective_macs_by_pattern()
     row = ["total", _si(totals.get("dense", 0.0)), _si(totals.get("unstructured", 0.0)), _si(totals.get("nm", 0.0)), ""]
@@ -177,10 +240,22 @@ def _print_storage_table(rows: list[dict[str, Any]], totals: dict[str, Any], pre
     for column in (*formats, "best", "×"):
         table.add_column(column, justify="left" if column == "best" else "right", no_wrap=True)
     for row in rows:
-        table.add_row(row["module"], *[_si(row[f"{f}_bytes"], "B") if row.get(f"{f}_bytes") is not None else "-"
-                                       for f in formats], row["best_format"], f"{row['compression']:.2f}")
-    table.add_row("total", *[_si(totals[f"{f}_bytes"], "B") for f in formats], "per layer",
-                  f"{totals['compression']:.2f}", style="bold")
+        table.add_row(
+            row["module"],
+            *[_si(row[f"{f}_bytes"], "B") if row.get(f"{f}_bytes") is not None else "-" for f in formats],
+            row["best_format"],
+            f"{row['compression']:.2f}",
+        )
+    table.add_row(
+        "total",
+        *[_si(totals[f"{f}_bytes"], "B") for f in formats],
+        "per layer",
+        f"{totals['compression']:.2f}",
+        style="bold",
+    )
     console.print(table)
-    console.print("- : the layer cannot be stored so (2:4 needs the pattern; banks need a row length they divide); "
-                  "totals count such layers dense. × = dense bytes / the smallest format's.", style="dim")
+    console.print(
+        "- : the layer cannot be stored so (2:4 needs the pattern; banks need a row length they divide); "
+        "totals count such layers dense. × = dense bytes / the smallest format's.",
+        style="dim",
+    )

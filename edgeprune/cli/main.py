@@ -24,22 +24,46 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
 def print_demo_table(record: dict[str, Any]) -> None:
     from edgeprune.demo import table_rows
 
     table = Table(title="edgeprune demo: digits-resnet on ONNX Runtime (CPU)")
-    for column in ("variant", "batch", "params (nz)", "MACs (eff.)", "accuracy", "p50 ms",
-                   "MAC ratio×", "kernel-aware×", "roofline×", "measured×", "measured/MAC ratio"):
+    for column in (
+        "variant",
+        "batch",
+        "params (nz)",
+        "MACs (eff.)",
+        "accuracy",
+        "p50 ms",
+        "MAC ratio×",
+        "kernel-aware×",
+        "roofline×",
+        "measured×",
+        "measured/MAC ratio",
+    ):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for row in table_rows(record):
-        table.add_row(row["variant"], str(row["batch"]), f"{row['params']:,}", f"{row['macs'] / 1e6:.2f} M",
-                      fmt(row["accuracy"] and 100 * row["accuracy"], ".1f") + "%", f"{row['p50_ms']:.3f}",
-                      fmt(row["theoretical"], ".2f"), fmt(row["kernel_aware"], ".2f"), fmt(row["roofline"], ".2f"),
-                      fmt(row["measured"], ".2f"), fmt(row["ratio"], ".2f"))
+        table.add_row(
+            row["variant"],
+            str(row["batch"]),
+            f"{row['params']:,}",
+            f"{row['macs'] / 1e6:.2f} M",
+            fmt(row["accuracy"] and 100 * row["accuracy"], ".1f") + "%",
+            f"{row['p50_ms']:.3f}",
+            fmt(row["theoretical"], ".2f"),
+            fmt(row["kernel_aware"], ".2f"),
+            fmt(row["roofline"], ".2f"),
+            fmt(row["measured"], ".2f"),
+            fmt(row["ratio"], ".2f"),
+        )
     console.print(table)
-    console.print("MAC ratio, kernel-aware and roofline are theoretical estimates for this CPU; measured× is "
-                  "baseline p50 / variant p50, timed interleaved in the same run. Per-layer explanation: report.html.",
-                  style="dim")
+    console.print(
+        "MAC ratio, kernel-aware and roofline are theoretical estimates for this CPU; measured× is "
+        "baseline p50 / variant p50, timed interleaved in the same run. Per-layer explanation: report.html.",
+        style="dim",
+    )
 
 
 @app.command()
@@ -104,26 +128,50 @@ def bench(
             else:
                 from edgeprune.device.bench import BenchRequest, run_bench
 
-                request = BenchRequest(bundles, baseline, sizes, config, intra_op_threads=threads, power=power,
-                                       idle_s=idle_s, energy_s=energy_s)
+                request = BenchRequest(
+                    bundles,
+                    baseline,
+                    sizes,
+                    config,
+                    intra_op_threads=threads,
+                    power=power,
+                    idle_s=idle_s,
+                    energy_s=energy_s,
+                )
                 record = run_bench(request, on_progress=lambda label, f: step(label, int(f * 100), 100))
         _print_bench(record)
         if record["power"].get("reason"):
-            console.print(f"power: not measured ({record['power']['reason']})", style="dim", highlight=False,
-                          markup=False)
+            console.print(
+                f"power: not measured ({record['power']['reason']})", style="dim", highlight=False, markup=False
+            )
         if json_out is not None:
             json_out.write_text(json.dumps(record, indent=1) + "\n")
 
 
-def _bench_remote(url: str, token_file: Path | None, bundles: list[Path], baseline: Path | None,
-                  sizes: tuple[int, ...], config: Any, options: dict[str, Any],
-                  step: Callable[[str, int, int], None]) -> dict[str, Any]:
+def _bench_remote(
+    url: str,
+    token_file: Path | None,
+    bundles: list[Path],
+    baseline: Path | None,
+    sizes: tuple[int, ...],
+    config: Any,
+    options: dict[str, Any],
+    step: Callable[[str, int, int], None],
+) -> dict[str, Any]:
     from edgeprune.device.agent.config import load_token
     from edgeprune.device.client import submit_and_wait
 
     token = load_token(token_file)
-    return submit_and_wait(url, token, bundles, baseline, sizes, config, options=options,
-                           on_progress=lambda state, f: step(f"agent: {state}", int(f * 100), 100))
+    return submit_and_wait(
+        url,
+        token,
+        bundles,
+        baseline,
+        sizes,
+        config,
+        options=options,
+        on_progress=lambda state, f: step(f"agent: {state}", int(f * 100), 100),
+    )
 
 
 def _print_bench(record: dict[str, Any]) -> None:
@@ -135,9 +183,16 @@ def _print_bench(record: dict[str, Any]) -> None:
         for batch, stats in variant["latency"].items():
             comp = per_batch.get(batch, {})
             lo, hi = stats["p50_ci95_ms"]
-            table.add_row(variant["name"], batch, f"{stats['p50_ms']:.3f}", f"{lo:.3f}–{hi:.3f}",
-                          f"{stats['p99_ms']:.3f}", f"{100 * stats['cov']:.1f}%" + (" !" if stats["unstable"] else ""),
-                          fmt(comp.get("measured_speedup"), ".2f"), fmt(comp.get("theoretical_speedup"), ".2f"))
+            table.add_row(
+                variant["name"],
+                batch,
+                f"{stats['p50_ms']:.3f}",
+                f"{lo:.3f}–{hi:.3f}",
+                f"{stats['p99_ms']:.3f}",
+                f"{100 * stats['cov']:.1f}%" + (" !" if stats["unstable"] else ""),
+                fmt(comp.get("measured_speedup"), ".2f"),
+                fmt(comp.get("theoretical_speedup"), ".2f"),
+            )
     console.print(table)
 
 

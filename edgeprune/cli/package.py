@@ -15,11 +15,16 @@ DIGITS = "digits-resnet"
 def package(
     model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     out: Annotated[Path, typer.Option(help="Bundle folder to write (replaced only once the new one is complete).")],
-    precision: Annotated[str, typer.Option(help="fp32, fp16 (FP16 ONNX, float32 I/O) or int8 (Q/DQ, calibrated).")]
-    = "fp32",
-    calibration: Annotated[Path | None, typer.Option(
-        help="int8: a .npz of preprocessed inputs or a folder of images; digits-resnet defaults to "
-             "calibration/digits.npz.")] = None,
+    precision: Annotated[
+        str, typer.Option(help="fp32, fp16 (FP16 ONNX, float32 I/O) or int8 (Q/DQ, calibrated).")
+    ] = "fp32",
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            help="int8: a .npz of preprocessed inputs or a folder of images; digits-resnet defaults to "
+            "calibration/digits.npz."
+        ),
+    ] = None,
     calib_method: Annotated[str, typer.Option(help="int8: minmax, entropy or percentile.")] = "entropy",
     calib_samples: Annotated[int, typer.Option(help="int8: calibration samples to use (seeded choice).")] = 256,
     archive: Annotated[bool, typer.Option("--archive", help="Also write OUT.tar.gz beside the folder.")] = False,
@@ -73,25 +78,39 @@ def package(
             reference = data.x_test[:8].numpy()
         with progress_steps() as step:
             manifest = package_model(
-                loaded.model, loaded.input_shape, out, name=Path(model).name if Path(model).is_dir() else model,
-                spec=source, pattern=loaded.meta.get("method", "dense"), precision=precision,
-                baseline_cost=base_cost, accuracy=loaded.meta.get("accuracy"), summary=loaded.meta.get("summary"),
-                reference_inputs=reference, calibration=calib, int8=Int8Config(method=calib_method),
-                eval_data=eval_data, archive=archive, step=step,
+                loaded.model,
+                loaded.input_shape,
+                out,
+                name=Path(model).name if Path(model).is_dir() else model,
+                spec=source,
+                pattern=loaded.meta.get("method", "dense"),
+                precision=precision,
+                baseline_cost=base_cost,
+                accuracy=loaded.meta.get("accuracy"),
+                summary=loaded.meta.get("summary"),
+                reference_inputs=reference,
+                calibration=calib,
+                int8=Int8Config(method=calib_method),
+                eval_data=eval_data,
+                archive=archive,
+                step=step,
             )
         _print_summary(out, manifest, archive)
 
 
-def _calibration(source_path: Path | None, spec: str, input_name: str, input_shape: tuple[int, ...],
-                 samples: int) -> Any:
+def _calibration(
+    source_path: Path | None, spec: str, input_name: str, input_shape: tuple[int, ...], samples: int
+) -> Any:
     from edgeprune.export.calibration import digits_calibration, load_calibration
 
     if source_path is not None:
         return load_calibration(source_path, input_name, input_shape, samples)
     if spec == DIGITS:
         return digits_calibration(input_shape, samples)
-    raise fail(f"int8 needs a calibration set for {spec}: pass --calibration with a .npz of preprocessed inputs "
-               "or a folder of images (see calibration/README.md); only digits-resnet has one built in")
+    raise fail(
+        f"int8 needs a calibration set for {spec}: pass --calibration with a .npz of preprocessed inputs "
+        "or a folder of images (see calibration/README.md); only digits-resnet has one built in"
+    )
 
 
 def _print_summary(out: Path, manifest: dict[str, Any], archive: bool) -> None:
@@ -100,27 +119,40 @@ def _print_summary(out: Path, manifest: dict[str, Any], archive: bool) -> None:
     line = f"bundle {out} ({precision}): parity max |diff| {parity['max_abs_diff']:.2e} (atol {parity['atol']:.2g})"
     vs = parity.get("vs_fp32")
     if vs:
-        line += (f", vs FP32: top-1 agreement {vs['top1_agreement']:.1%}, max |diff| {vs['max_abs_diff']:.3g} "
-                 f"on {vs['measured_on']}")
+        line += (
+            f", vs FP32: top-1 agreement {vs['top1_agreement']:.1%}, max |diff| {vs['max_abs_diff']:.3g} "
+            f"on {vs['measured_on']}"
+        )
     console.print(line)
     model = manifest["model"]
     if model.get("accuracy") is not None:
-        extra = f" (PyTorch FP32 {fmt(model.get('accuracy_pytorch') and 100 * model['accuracy_pytorch'], '.1f')}%)" \
-            if "accuracy_pytorch" in model else ""
+        extra = (
+            f" (PyTorch FP32 {fmt(model.get('accuracy_pytorch') and 100 * model['accuracy_pytorch'], '.1f')}%)"
+            if "accuracy_pytorch" in model
+            else ""
+        )
         console.print(f"accuracy {100 * model['accuracy']:.1f}%{extra}")
     calib = manifest.get("calibration")
     if calib:
-        console.print(f"calibration: {calib['method']} on {calib['samples']} samples from {calib['source']}"
-                      + (f" ({calib['capped']})" if calib.get("capped") else ""))
+        console.print(
+            f"calibration: {calib['method']} on {calib['samples']} samples from {calib['source']}"
+            + (f" ({calib['capped']})" if calib.get("capped") else "")
+        )
     sparsity = manifest["sparsity"]
     if "eligible_layers" in sparsity:
-        console.print(f"2:4: {sparsity['eligible_layers']} of {sparsity['checked_layers']} layers eligible for "
-                      "TensorRT sparse kernels (per-layer reasons in manifest.json)")
+        console.print(
+            f"2:4: {sparsity['eligible_layers']} of {sparsity['checked_layers']} layers eligible for "
+            "TensorRT sparse kernels (per-layer reasons in manifest.json)"
+        )
     for warning in parity.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {warning}")
     tarball = out.with_name(out.name + ".tar.gz")
     if not archive and tarball.exists():
-        console.print(f"[yellow]warning:[/yellow] {tarball} is from an earlier run and no longer matches this "
-                      "bundle: rerun with --archive or delete it")
-    console.print(f"theoretical speedup {manifest['cost']['theoretical_speedup']:.2f}× (MAC ratio)"
-                  + (f"; archive {tarball}" if archive else ""))
+        console.print(
+            f"[yellow]warning:[/yellow] {tarball} is from an earlier run and no longer matches this "
+            "bundle: rerun with --archive or delete it"
+        )
+    console.print(
+        f"theoretical speedup {manifest['cost']['theoretical_speedup']:.2f}× (MAC ratio)"
+        + (f"; archive {tarball}" if archive else "")
+    )

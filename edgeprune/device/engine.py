@@ -109,9 +109,7 @@ class BuildOptions:
                 f"{self.min_batch}/{self.opt_batch}/{self.max_batch}"
             )
         if not 0 <= self.builder_optimization_level <= 5:
-            raise UsageError(
-                f"builder_optimization_level must be 0..5, got {self.builder_optimization_level}"
-            )
+            raise UsageError(f"builder_optimization_level must be 0..5, got {self.builder_optimization_level}")
 
     def key_fields(self) -> dict[str, Any]:
         """The fields that identify the engine (everything but the timing-cache location)."""
@@ -254,9 +252,7 @@ def precision_plan(precision: str, trt_major: int) -> tuple[list[str], list[str]
         UsageError: the TensorRT major version is not supported.
     """
     if trt_major not in SUPPORTED_TRT_MAJORS:
-        raise UsageError(
-            f"TensorRT {trt_major}.x is not supported (edgeprune supports {SUPPORTED_TRT_MAJORS})"
-        )
+        raise UsageError(f"TensorRT {trt_major}.x is not supported (edgeprune supports {SUPPORTED_TRT_MAJORS})")
     if precision == "fp32":
         return [], []
     if trt_major == 10:
@@ -495,9 +491,7 @@ class EngineCache:
         """Keys of the complete entries."""
         if not self.root.is_dir():
             return []
-        return sorted(
-            p.name for p in self.root.iterdir() if _SHA256.match(p.name) and (p / SIDECAR_FILE).is_file()
-        )
+        return sorted(p.name for p in self.root.iterdir() if _SHA256.match(p.name) and (p / SIDECAR_FILE).is_file())
 
     def get(self, key: str, verify: bool = True) -> BuildResult | None:
         """The cached result for ``key``, or None when absent or damaged.
@@ -749,9 +743,7 @@ def build_engine(
     if options.precision == "fp16" and major >= 11 and evidence["fp16_tensors"] is False:
         warnings.append("model.onnx holds no FP16 tensors, so this TensorRT 11 engine runs in FP32")
     if options.precision == "int8" and evidence["qdq_nodes"] is False:
-        warnings.append(
-            "model.onnx holds no Q/DQ nodes: INT8 needs explicit quantization (no calibrator is used)"
-        )
+        warnings.append("model.onnx holds no Q/DQ nodes: INT8 needs explicit quantization (no calibrator is used)")
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_bytes)
@@ -808,9 +800,7 @@ def build_engine(
     return cache.put(key, engine_bytes, meta, log_text, layer_json)
 
 
-def _inspect(
-    trt: Any, logger: Any, engine_bytes: bytes, warnings: list[str]
-) -> tuple[str | None, int | None]:
+def _inspect(trt: Any, logger: Any, engine_bytes: bytes, warnings: list[str]) -> tuple[str | None, int | None]:
     """Deserialize the fresh engine once for its inspector JSON and activation-memory size."""
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(engine_bytes)

@@ -72,8 +72,13 @@ class LatencyStats:
         return data
 
 
-def bootstrap_ci(samples: np.ndarray, stat: Callable[[np.ndarray], float] = np.median,
-                 n_resamples: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    samples: np.ndarray,
+    stat: Callable[[np.ndarray], float] = np.median,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of a statistic (default: the median).
 
     A fixed seed keeps the same samples giving the same interval, so results are reproducible.
@@ -165,7 +170,8 @@ def measure_interleaved(
     round_no = 0
     while True:
         pending = [
-            label for label in labels
+            label
+            for label in labels
             if spent_s[label] < config.max_duration_s
             and (len(samples[label]) < config.min_iterations or spent_s[label] < config.min_duration_s)
         ]
@@ -180,15 +186,15 @@ def measure_interleaved(
         round_no += 1
         if on_progress is not None:
             done = min(
-                min(len(samples[lb]) / config.min_iterations, spent_s[lb] / config.min_duration_s, 1.0)
-                for lb in labels
+                min(len(samples[lb]) / config.min_iterations, spent_s[lb] / config.min_duration_s, 1.0) for lb in labels
             )
             on_progress(done)
     return samples
 
 
-def measure(runner: Runner, feeds: Mapping[str, np.ndarray], batch_size: int,
-            config: MeasureConfig | None = None) -> LatencyStats:
+def measure(
+    runner: Runner, feeds: Mapping[str, np.ndarray], batch_size: int, config: MeasureConfig | None = None
+) -> LatencyStats:
     """Time one active runner alone and summarize it."""
     samples = measure_interleaved({"only": runner}, {"only": feeds}, config or MeasureConfig())
     return summarize(samples["only"], batch_size)

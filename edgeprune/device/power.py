@@ -118,8 +118,13 @@ def integrate_mj(times_s: Sequence[float], power_mw: Sequence[float]) -> float:
 
 def no_power(reason: str, **extra: Any) -> dict[str, Any]:
     """The power section of a result when there is no real measurement: ``null`` and the reason."""
-    return {"energy_mj_per_inference": None, "energy_mj_per_inference_net": None,
-            "mean_power_mw": None, "reason": reason, **extra}
+    return {
+        "energy_mj_per_inference": None,
+        "energy_mj_per_inference_net": None,
+        "mean_power_mw": None,
+        "reason": reason,
+        **extra,
+    }
 
 
 def _series(samples: Sequence[Sample], rail: str | None) -> tuple[list[float], list[float], list[str], str]:
@@ -131,8 +136,7 @@ def _series(samples: Sequence[Sample], rail: str | None) -> tuple[list[float], l
         return [t for t, _ in samples], [float(r[TOTAL]) for _, r in samples], [], TOTAL
     names = sorted({k for _, r in samples for k in r if k != TOTAL})
     complete = [(t, r) for t, r in samples if all(k in r for k in names)]
-    return ([t for t, _ in complete], [math.fsum(float(r[k]) for k in names) for _, r in complete],
-            names, "sum")
+    return ([t for t, _ in complete], [math.fsum(float(r[k]) for k in names) for _, r in complete], names, "sum")
 
 
 def _interp(t: float, t0: float, v0: float, t1: float, v1: float) -> float:
@@ -162,10 +166,18 @@ def _rate_text(rate_hz: float | None) -> str:
     return f"{rate_hz:.3g} Hz" if rate_hz else "an unknown rate"
 
 
-def energy_report(samples: Sequence[Sample], window: tuple[float, float] | None = None,
-                  inferences: int = 1, idle_mw: float | None = None, *, rail: str | None = None,
-                  total_rails: Sequence[str] = (), source: str | None = None, scope: str | None = None,
-                  stated_rate_hz: float | None = None) -> dict[str, Any]:
+def energy_report(
+    samples: Sequence[Sample],
+    window: tuple[float, float] | None = None,
+    inferences: int = 1,
+    idle_mw: float | None = None,
+    *,
+    rail: str | None = None,
+    total_rails: Sequence[str] = (),
+    source: str | None = None,
+    scope: str | None = None,
+    stated_rate_hz: float | None = None,
+) -> dict[str, Any]:
     """Energy per inference over a timed window, gross and net of the idle baseline.
 
     Args:
@@ -202,21 +214,28 @@ def energy_report(samples: Sequence[Sample], window: tuple[float, float] | None 
     if kind == TOTAL:
         counted = list(total_rails) or [TOTAL]
     if len(times) < 2:
-        return no_power(f"fewer than two usable power samples at {_rate_text(stated_rate_hz)}; run longer",
-                        n_samples=len(times), **info)
+        return no_power(
+            f"fewer than two usable power samples at {_rate_text(stated_rate_hz)}; run longer",
+            n_samples=len(times),
+            **info,
+        )
     t0, t1 = window if window is not None else (times[0], times[-1])
     if t1 < t0:
         raise UsageError(f"window ends before it starts: ({t0}, {t1})")
     inside = [t for t in times if t0 <= t <= t1]
     if len(inside) < 2:
         rate = stated_rate_hz or (len(times) - 1) / (times[-1] - times[0] or math.inf)
-        return no_power(f"window shorter than two samples at {_rate_text(rate)}; run longer",
-                        n_samples=len(inside), **info)
+        return no_power(
+            f"window shorter than two samples at {_rate_text(rate)}; run longer", n_samples=len(inside), **info
+        )
     tolerance = 1e-9
     if times[0] > t0 + tolerance or times[-1] < t1 - tolerance:
-        return no_power(f"power samples cover [{times[0]:.3f}, {times[-1]:.3f}] s but the window is "
-                        f"[{t0:.3f}, {t1:.3f}] s; start the sampler before the timed work and stop it after",
-                        n_samples=len(inside), **info)
+        return no_power(
+            f"power samples cover [{times[0]:.3f}, {times[-1]:.3f}] s but the window is "
+            f"[{t0:.3f}, {t1:.3f}] s; start the sampler before the timed work and stop it after",
+            n_samples=len(inside),
+            **info,
+        )
     window_s = t1 - t0
     if window_s <= 0:
         return no_power("the window has zero duration", n_samples=len(inside), **info)
@@ -249,15 +268,19 @@ def energy_report(samples: Sequence[Sample], window: tuple[float, float] | None 
         "reason": None,
     }
     if kind == "sum":
-        report["note"] = ("no rail measures the whole module input here: the listed rails are summed, and "
-                          "power outside them is not included")
+        report["note"] = (
+            "no rail measures the whole module input here: the listed rails are summed, and "
+            "power outside them is not included"
+        )
     if idle_mw is not None:
         net = energy_mj - idle_mw * window_s
         report["energy_mj_net"] = net
         report["energy_mj_per_inference_net"] = net / inferences
         if net < 0:
-            report["net_reason"] = ("net energy is negative: the idle baseline exceeds the loaded power, so "
-                                    "the baseline was probably taken in another power or clock state")
+            report["net_reason"] = (
+                "net energy is negative: the idle baseline exceeds the loaded power, so "
+                "the baseline was probably taken in another power or clock state"
+            )
     return report
 
 
@@ -360,8 +383,9 @@ class PowerSampler:
         first_t = time.monotonic()
         if not self._take():
             return self
-        self._thread = threading.Thread(target=self._run, args=(first_t,), name=f"power-{self.source.name}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(first_t,), name=f"power-{self.source.name}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -381,24 +405,33 @@ class PowerSampler:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def report(self, window: tuple[float, float] | None = None, inferences: int = 1,
-               idle_mw: float | None = None, *, rail: str | None = None) -> dict[str, Any]:
+    def report(
+        self,
+        window: tuple[float, float] | None = None,
+        inferences: int = 1,
+        idle_mw: float | None = None,
+        *,
+        rail: str | None = None,
+    ) -> dict[str, Any]:
         """:func:`energy_report` over this sampler's readings, with the source's facts filled in."""
-        info: dict[str, Any] = {"source": self.source.name, "scope": self.source.scope,
-                                "stated_rate_hz": self.stated_rate_hz}
+        info: dict[str, Any] = {
+            "source": self.source.name,
+            "scope": self.source.scope,
+            "stated_rate_hz": self.stated_rate_hz,
+        }
         if self.failure is not None:
             return no_power(self.failure, n_samples=len(self._samples), **info)
         samples = self.samples
         if not samples and self.empty_reads:
-            return no_power(f"{self.source.name} returned no power readings ({self.empty_reads} empty reads)",
-                            n_samples=0, **info)
+            return no_power(
+                f"{self.source.name} returned no power readings ({self.empty_reads} empty reads)", n_samples=0, **info
+            )
         total_rails: list[str] = []
         try:
             total_rails = self.source.total_rails()
         except Exception:  # the rail names are a label only; the energy does not depend on them
             total_rails = []
-        return energy_report(samples, window, inferences, idle_mw, rail=rail, total_rails=total_rails,
-                             **info)
+        return energy_report(samples, window, inferences, idle_mw, rail=rail, total_rails=total_rails, **info)
 
 
 @dataclass(frozen=True)
@@ -421,12 +454,16 @@ class IdleBaseline:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"mean_power_mw": self.mean_power_mw, "duration_s": self.duration_s,
-                "n_samples": self.n_samples, "rails_counted": list(self.rails_counted), "reason": self.reason}
+        return {
+            "mean_power_mw": self.mean_power_mw,
+            "duration_s": self.duration_s,
+            "n_samples": self.n_samples,
+            "rails_counted": list(self.rails_counted),
+            "reason": self.reason,
+        }
 
 
-def measure_idle(source: PowerSource, duration_s: float = 30.0,
-                 interval_s: float | None = None) -> IdleBaseline:
+def measure_idle(source: PowerSource, duration_s: float = 30.0, interval_s: float | None = None) -> IdleBaseline:
     """Sample ``source`` for ``duration_s`` with nothing else running and return its mean power.
 
     Take it at the same nvpmodel mode and clock settings as the measurement it will be
@@ -438,9 +475,13 @@ def measure_idle(source: PowerSource, duration_s: float = 30.0,
         time.sleep(duration_s)
         t1 = time.monotonic()
     report = sampler.report((t0, t1))
-    return IdleBaseline(mean_power_mw=report.get("mean_power_mw"), duration_s=t1 - t0,
-                        n_samples=int(report.get("n_samples") or 0),
-                        rails_counted=list(report.get("rails_counted") or []), reason=report.get("reason"))
+    return IdleBaseline(
+        mean_power_mw=report.get("mean_power_mw"),
+        duration_s=t1 - t0,
+        n_samples=int(report.get("n_samples") or 0),
+        rails_counted=list(report.get("rails_counted") or []),
+        reason=report.get("reason"),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -454,8 +495,9 @@ def _find_tegrastats(root: Path) -> str | None:
     return shutil.which("tegrastats") if root == Path("/") else None
 
 
-def detect_sources(root: Path = Path("/"), *, interval_s: float = DEFAULT_INTERVAL_S
-                   ) -> tuple[list[PowerSource], list[str]]:
+def detect_sources(
+    root: Path = Path("/"), *, interval_s: float = DEFAULT_INTERVAL_S
+) -> tuple[list[PowerSource], list[str]]:
     """Every power source this machine offers, best first, and why each other one is missing.
 
     Order: jtop (the service's own sampling), tegrastats, NVML, RAPL. jtop and tegrastats are
@@ -474,11 +516,12 @@ def detect_sources(root: Path = Path("/"), *, interval_s: float = DEFAULT_INTERV
     reasons: list[str] = []
     sock = root / "run/jtop.sock"
     if not sock.exists():
-        reasons.append("jtop: no /run/jtop.sock; the jetson-stats service is not running (not a Jetson, "
-                       "or install jetson-stats and enable jtop.service)")
+        reasons.append(
+            "jtop: no /run/jtop.sock; the jetson-stats service is not running (not a Jetson, "
+            "or install jetson-stats and enable jtop.service)"
+        )
     elif importlib.util.find_spec("jtop") is None:
-        reasons.append("jtop: the service is running but the client is not installed: "
-                       "pip install 'edgeprune[jetson]'")
+        reasons.append("jtop: the service is running but the client is not installed: pip install 'edgeprune[jetson]'")
     else:
         sources.append(JtopSource(interval_s=interval_s))
     exe = _find_tegrastats(root)

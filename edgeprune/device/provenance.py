@@ -68,8 +68,7 @@ def jetson_release(root: Path = Path("/")) -> str | None:
 
 def device_model(root: Path = Path("/")) -> str | None:
     """The board name from the device tree (Jetson) or DMI (x86)."""
-    for rel in ("proc/device-tree/model", "sys/firmware/devicetree/base/model",
-                "sys/class/dmi/id/product_name"):
+    for rel in ("proc/device-tree/model", "sys/firmware/devicetree/base/model", "sys/class/dmi/id/product_name"):
         text = _read(root / rel)
         if text:
             return text.replace("\x00", "").strip()
@@ -97,10 +96,24 @@ def collect(root: Path = Path("/")) -> dict[str, Any]:
 # L4T release -> JetPack, for boards without the nvidia-jetpack package installed. Only pairs NVIDIA
 # published; the result is labelled "inferred from L4T" wherever it is used.
 L4T_TO_JETPACK = {
-    "32.6.1": "4.6", "32.7.1": "4.6.1", "32.7.2": "4.6.2", "32.7.3": "4.6.3", "32.7.4": "4.6.4",
-    "32.7.5": "4.6.5", "35.1.0": "5.0.2", "35.2.1": "5.1", "35.3.1": "5.1.1", "35.4.1": "5.1.2",
-    "35.5.0": "5.1.3", "35.6.0": "5.1.4", "36.3.0": "6.0", "36.4.0": "6.1", "36.4.3": "6.2",
-    "36.4.4": "6.2.1", "38.2": "7.0", "39.2": "7.2",
+    "32.6.1": "4.6",
+    "32.7.1": "4.6.1",
+    "32.7.2": "4.6.2",
+    "32.7.3": "4.6.3",
+    "32.7.4": "4.6.4",
+    "32.7.5": "4.6.5",
+    "35.1.0": "5.0.2",
+    "35.2.1": "5.1",
+    "35.3.1": "5.1.1",
+    "35.4.1": "5.1.2",
+    "35.5.0": "5.1.3",
+    "35.6.0": "5.1.4",
+    "36.3.0": "6.0",
+    "36.4.0": "6.1",
+    "36.4.3": "6.2",
+    "36.4.4": "6.2.1",
+    "38.2": "7.0",
+    "39.2": "7.2",
 }
 
 

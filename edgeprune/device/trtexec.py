@@ -81,9 +81,7 @@ def _concrete(shape: Sequence[int | str | None], batch: int, name: str) -> list[
         elif axis == 0:
             dims.append(batch)
         else:
-            raise UsageError(
-                f"input {name} has a symbolic dimension {dim!r} at axis {axis}: only the batch may be"
-            )
+            raise UsageError(f"input {name} has a symbolic dimension {dim!r} at axis {axis}: only the batch may be")
     return dims
 
 
@@ -105,9 +103,7 @@ def mode_flags(
         UsageError: the major version is not 10 or 11.
     """
     if trt_major not in SUPPORTED_TRT_MAJORS:
-        raise UsageError(
-            f"trtexec of TensorRT {trt_major}.x is not supported (supported: {SUPPORTED_TRT_MAJORS})"
-        )
+        raise UsageError(f"trtexec of TensorRT {trt_major}.x is not supported (supported: {SUPPORTED_TRT_MAJORS})")
     wanted = {"use_cuda_graph": use_cuda_graph, "data_transfers": data_transfers, "spin_wait": spin_wait}
     flags: list[str] = []
     implicit: list[str] = []
@@ -297,8 +293,12 @@ def detect_trtexec_major(binary: Path, timeout_s: float = 60.0) -> int:
     """
     try:
         done = subprocess.run(
-            [str(binary), "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, timeout=timeout_s, check=False,
+            [str(binary), "--help"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout_s,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as err:
         raise RunnerError(f"cannot run {binary} --help to read its TensorRT version: {err}") from err
@@ -349,12 +349,17 @@ def run_trtexec(
     path = find_trtexec(binary)
     major = trt_major if trt_major is not None else detect_trtexec_major(path)
     cmd = trtexec_command(
-        onnx, engine_path, options, trt_major=major, use_cuda_graph=use_cuda_graph,
-        data_transfers=data_transfers, spin_wait=spin_wait, binary=str(path), **command_kwargs,
+        onnx,
+        engine_path,
+        options,
+        trt_major=major,
+        use_cuda_graph=use_cuda_graph,
+        data_transfers=data_transfers,
+        spin_wait=spin_wait,
+        binary=str(path),
+        **command_kwargs,
     )
-    _, implicit = mode_flags(
-        major, use_cuda_graph=use_cuda_graph, data_transfers=data_transfers, spin_wait=spin_wait
-    )
+    _, implicit = mode_flags(major, use_cuda_graph=use_cuda_graph, data_transfers=data_transfers, spin_wait=spin_wait)
     exports = export_paths(engine_path, command_kwargs.get("export_dir"))
     for exported in exports.values():
         exported.parent.mkdir(parents=True, exist_ok=True)
@@ -364,16 +369,15 @@ def run_trtexec(
 
     started = time.perf_counter()
     try:
-        done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              timeout=timeout_s, check=False)
+        done = subprocess.run(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout_s, check=False
+        )
     except subprocess.TimeoutExpired as err:
         partial = err.output
         if isinstance(partial, bytes):
             partial = partial.decode("utf-8", "replace")
         log_file.write_text(partial or "")
-        raise RunnerError(
-            f"trtexec did not finish within {timeout_s:g} s; its log so far is in {log_file}"
-        ) from err
+        raise RunnerError(f"trtexec did not finish within {timeout_s:g} s; its log so far is in {log_file}") from err
     except OSError as err:
         raise RunnerError(f"cannot run {path}: {err}") from err
     wall_s = time.perf_counter() - started
@@ -381,8 +385,7 @@ def run_trtexec(
     log_file.write_text(output)
     if done.returncode != 0:
         raise RunnerError(
-            f"trtexec exited with status {done.returncode}; full log in {log_file}. "
-            f"Last lines:\n{_tail(output)}"
+            f"trtexec exited with status {done.returncode}; full log in {log_file}. Last lines:\n{_tail(output)}"
         )
 
     layers: list[dict[str, Any]] = []

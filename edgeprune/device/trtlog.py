@@ -69,7 +69,7 @@ def strip_log_prefix(line: str) -> tuple[str | None, str, bool]:
             level = match.group("letter")
         elif match.group("word"):
             level = _LEVEL_WORDS[match.group("word")]
-        rest = rest[match.end():]
+        rest = rest[match.end() :]
     return level, rest.strip(), had_prefix
 
 
@@ -303,9 +303,7 @@ _STAT_ITEM = re.compile(
 )
 _UNIT_TO_MS = {"ms": 1.0, "us": 1e-3, "s": 1e3, None: 1.0}
 _THROUGHPUT = re.compile(r"^Throughput:\s*(?P<value>[-+\d.eE]+)\s*qps\b")
-_TOTAL = re.compile(
-    r"^Total (?P<what>Host Walltime|GPU Compute Time):\s*(?P<value>[-+\d.eE]+)\s*(?P<unit>ms|s)\b"
-)
+_TOTAL = re.compile(r"^Total (?P<what>Host Walltime|GPU Compute Time):\s*(?P<value>[-+\d.eE]+)\s*(?P<unit>ms|s)\b")
 _COV = re.compile(r"coefficient of varia(?:nce|tion)\s*=\s*(?P<value>[\d.]+)\s*%", re.IGNORECASE)
 _AMPERSANDS = re.compile(
     r"^&&&&\s+(?P<status>RUNNING|PASSED|FAILED|WAIVED)\s+\S+\s*"

@@ -74,9 +74,14 @@ class CalibrationSet:
 
     def record(self) -> dict[str, Any]:
         """The manifest's description of this set (no data)."""
-        out: dict[str, Any] = {"source": self.source, "kind": self.kind, "samples": self.samples,
-                               "available": self.available, "sha256": self.sha256(),
-                               "preprocessing": self.preprocessing}
+        out: dict[str, Any] = {
+            "source": self.source,
+            "kind": self.kind,
+            "samples": self.samples,
+            "available": self.available,
+            "sha256": self.sha256(),
+            "preprocessing": self.preprocessing,
+        }
         if self.skipped:
             out["skipped"] = self.skipped
         return out
@@ -103,21 +108,26 @@ def _check_array(data: np.ndarray, input_shape: Sequence[int], source: str) -> n
     if data.ndim == len(shape):
         data = data[None]
     if data.ndim != len(shape) + 1 or tuple(data.shape[1:]) != shape:
-        raise UsageError(f"calibration data in {source} has shape {tuple(data.shape)}; the model needs "
-                         f"[N, {', '.join(map(str, shape))}] (preprocess it as the model expects, see calibration/)")
+        raise UsageError(
+            f"calibration data in {source} has shape {tuple(data.shape)}; the model needs "
+            f"[N, {', '.join(map(str, shape))}] (preprocess it as the model expects, see calibration/)"
+        )
     if data.shape[0] == 0:
         raise UsageError(f"calibration data in {source} holds no samples")
     if not np.issubdtype(data.dtype, np.floating):
-        raise UsageError(f"calibration data in {source} is {data.dtype}; it must be preprocessed floats "
-                         "(scaled and normalized as the model expects)")
+        raise UsageError(
+            f"calibration data in {source} is {data.dtype}; it must be preprocessed floats "
+            "(scaled and normalized as the model expects)"
+        )
     data = np.ascontiguousarray(data, dtype=np.float32)
     if not np.isfinite(data).all():
         raise UsageError(f"calibration data in {source} holds NaN or infinite values")
     return data
 
 
-def load_npz(path: Path, input_name: str, input_shape: Sequence[int], samples: int | None = DEFAULT_SAMPLES,
-             seed: int = 0) -> CalibrationSet:
+def load_npz(
+    path: Path, input_name: str, input_shape: Sequence[int], samples: int | None = DEFAULT_SAMPLES, seed: int = 0
+) -> CalibrationSet:
     """Load a calibration ``.npz`` (see the module docstring for which array is used).
 
     Raises:
@@ -131,8 +141,10 @@ def load_npz(path: Path, input_name: str, input_shape: Sequence[int], samples: i
             keys = list(npz.files)
             key = next((k for k in (input_name, "input") if k in keys), keys[0] if len(keys) == 1 else None)
             if key is None:
-                raise UsageError(f"calibration file {path} holds arrays {keys}; name the inputs "
-                                 f"'{input_name}' or 'input', or keep only one array")
+                raise UsageError(
+                    f"calibration file {path} holds arrays {keys}; name the inputs "
+                    f"'{input_name}' or 'input', or keep only one array"
+                )
             raw = npz[key]
     except UsageError:
         raise
@@ -140,8 +152,13 @@ def load_npz(path: Path, input_name: str, input_shape: Sequence[int], samples: i
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError(f"cannot read calibration file {path} as .npz: {first}") from err
     data = _check_array(raw, input_shape, str(path))
-    return CalibrationSet(subsample(data, samples, seed), str(path), "npz", int(data.shape[0]),
-                          {"note": f"array '{key}' used as is (preprocessed before it was saved)"})
+    return CalibrationSet(
+        subsample(data, samples, seed),
+        str(path),
+        "npz",
+        int(data.shape[0]),
+        {"note": f"array '{key}' used as is (preprocessed before it was saved)"},
+    )
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -173,9 +190,14 @@ def load_image(path: Path, channels: int, height: int, width: int) -> np.ndarray
     return array
 
 
-def load_image_folder(folder: Path, input_shape: Sequence[int], samples: int | None = DEFAULT_SAMPLES,
-                      mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                      seed: int = 0) -> CalibrationSet:
+def load_image_folder(
+    folder: Path,
+    input_shape: Sequence[int],
+    samples: int | None = DEFAULT_SAMPLES,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    seed: int = 0,
+) -> CalibrationSet:
     """Load, resize and normalize up to ``samples`` images from ``folder``.
 
     Args:
@@ -193,13 +215,17 @@ def load_image_folder(folder: Path, input_shape: Sequence[int], samples: int | N
     if not folder.is_dir():
         raise UsageError(f"calibration folder {folder} does not exist")
     if len(input_shape) != 3 or int(input_shape[0]) not in (1, 3):
-        raise UsageError(f"a folder of images calibrates only image models with input (1 or 3, H, W); this model "
-                         f"takes {tuple(input_shape)}: prepare a .npz instead")
+        raise UsageError(
+            f"a folder of images calibrates only image models with input (1 or 3, H, W); this model "
+            f"takes {tuple(input_shape)}: prepare a .npz instead"
+        )
     channels, height, width = (int(d) for d in input_shape)
     files = image_files(folder)
     if not files:
-        raise UsageError(f"calibration folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
-                         "point --calibration at a folder of images or a .npz")
+        raise UsageError(
+            f"calibration folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+            "point --calibration at a folder of images or a .npz"
+        )
     mean = tuple(mean) if mean is not None else (IMAGENET_MEAN if channels == 3 else (0.5,))
     std = tuple(std) if std is not None else (IMAGENET_STD if channels == 3 else (0.5,))
     if len(mean) not in (1, channels) or len(std) not in (1, channels) or min(std) <= 0:
@@ -223,9 +249,13 @@ def load_image_folder(folder: Path, input_shape: Sequence[int], samples: int | N
     m = np.asarray(mean, np.float32).reshape(-1, 1, 1)
     s = np.asarray(std, np.float32).reshape(-1, 1, 1)
     data = ((data - m) / s).astype(np.float32)
-    preprocessing = {"resize": f"shorter side to fit {height}x{width}, bilinear, centre crop",
-                     "color": "L" if channels == 1 else "RGB", "scale": "1/255",
-                     "mean": list(mean), "std": list(std)}
+    preprocessing = {
+        "resize": f"shorter side to fit {height}x{width}, bilinear, centre crop",
+        "color": "L" if channels == 1 else "RGB",
+        "scale": "1/255",
+        "mean": list(mean),
+        "std": list(std),
+    }
     skipped = {"count": len(bad), "first": bad[:5]} if bad else {}
     return CalibrationSet(data, str(folder), "images", len(files), preprocessing, skipped)
 
@@ -244,8 +274,9 @@ def make_digits_calibration(samples: int = DIGITS_SAMPLES, seed: int = DIGITS_SE
     return np.ascontiguousarray(x[order], dtype=np.float32), y[order].astype(np.int64)
 
 
-def digits_calibration(input_shape: Sequence[int], samples: int | None = DEFAULT_SAMPLES,
-                       seed: int = 0) -> CalibrationSet:
+def digits_calibration(
+    input_shape: Sequence[int], samples: int | None = DEFAULT_SAMPLES, seed: int = 0
+) -> CalibrationSet:
     """The built-in calibration set of ``digits-resnet``.
 
     Reads the committed ``calibration/digits.npz`` when present (a source checkout), otherwise
@@ -258,12 +289,18 @@ def digits_calibration(input_shape: Sequence[int], samples: int | None = DEFAULT
         return loaded
     x, _ = make_digits_calibration()
     data = _check_array(x, input_shape, "the digits set")
-    return CalibrationSet(subsample(data, samples, seed), "digits (rebuilt from scikit-learn)", "digits", len(data),
-                          {"note": "digits training split, upsampled to 32x32 and normalized as digits-resnet"})
+    return CalibrationSet(
+        subsample(data, samples, seed),
+        "digits (rebuilt from scikit-learn)",
+        "digits",
+        len(data),
+        {"note": "digits training split, upsampled to 32x32 and normalized as digits-resnet"},
+    )
 
 
-def load_calibration(source: Path, input_name: str, input_shape: Sequence[int],
-                     samples: int | None = DEFAULT_SAMPLES, seed: int = 0) -> CalibrationSet:
+def load_calibration(
+    source: Path, input_name: str, input_shape: Sequence[int], samples: int | None = DEFAULT_SAMPLES, seed: int = 0
+) -> CalibrationSet:
     """Load a calibration set from a ``.npz`` file or a folder of images.
 
     Raises:

@@ -56,9 +56,13 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> P
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model, (example,), buffer,  # type: ignore[arg-type]  # a file-like object is accepted
-                dynamo=False, opset_version=OPSET,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                model,
+                (example,),
+                buffer,  # type: ignore[arg-type]  # a file-like object is accepted
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                 do_constant_folding=True,
             )
@@ -68,8 +72,10 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> P
     except Exception as err:  # the exporters raise many unrelated types
         raise ExportError(f"ONNX export of {type(model).__name__} failed: {first_line(err)}") from err
     if not has_dynamic_batch(proto):
-        raise ExportError(f"ONNX export of {type(model).__name__} has no symbolic batch dimension: "
-                          "the model's forward must not depend on the batch size")
+        raise ExportError(
+            f"ONNX export of {type(model).__name__} has no symbolic batch dimension: "
+            "the model's forward must not depend on the batch size"
+        )
     Path(path).write_bytes(proto.SerializeToString())
     return Path(path)
 
@@ -119,8 +125,9 @@ def verify_onnx(path: Path) -> Any:
         raise ExportError(f"{path} fails the onnx checker: {first_line(err)}") from err
 
 
-def run_ort(path: Path, feeds: Mapping[str, np.ndarray], *, exact: bool = False,
-            batch_size: int = 64) -> dict[str, np.ndarray]:
+def run_ort(
+    path: Path, feeds: Mapping[str, np.ndarray], *, exact: bool = False, batch_size: int = 64
+) -> dict[str, np.ndarray]:
     """Run an ONNX file on ONNX Runtime's CPU provider, in batches; returns every output.
 
     Args:
@@ -151,7 +158,7 @@ def run_ort(path: Path, feeds: Mapping[str, np.ndarray], *, exact: bool = False,
         total = len(next(iter(feeds.values())))
         chunks: dict[str, list[np.ndarray]] = {name: [] for name in names}
         for start in range(0, total, batch_size):
-            values = session.run(names, {k: v[start:start + batch_size] for k, v in feeds.items()})
+            values = session.run(names, {k: v[start : start + batch_size] for k, v in feeds.items()})
             for name, value in zip(names, values):
                 chunks[name].append(value)
     except Exception as err:  # ORT raises its own untyped exceptions
@@ -159,8 +166,9 @@ def run_ort(path: Path, feeds: Mapping[str, np.ndarray], *, exact: bool = False,
     return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
 
-def check_parity(model: nn.Module, onnx_path: Path, inputs: np.ndarray,
-                 atol: float = 1e-4, rtol: float = 1e-3) -> tuple[Parity, np.ndarray]:
+def check_parity(
+    model: nn.Module, onnx_path: Path, inputs: np.ndarray, atol: float = 1e-4, rtol: float = 1e-3
+) -> tuple[Parity, np.ndarray]:
     """Compare ONNX Runtime with PyTorch on ``inputs``; returns the parity and PyTorch's outputs.
 
     The test is ``|ort - torch| <= atol + rtol * |torch|`` elementwise (numpy.allclose).

@@ -90,15 +90,17 @@ def layer_sparsity(model: nn.Module, pattern: str, cost: ModelCost, onnx_model: 
             "density": densities.get(check.module or "", check.density),
         }
         if pattern in PATTERNS_2_4:
-            record.update({
-                "nm_2_4": check.eligible,
-                "initializer": check.initializer,
-                "shape": check.shape,
-                "axis": check.axis,
-                "through": check.path,
-                "groups": check.groups,
-                "violations": check.violations,
-            })
+            record.update(
+                {
+                    "nm_2_4": check.eligible,
+                    "initializer": check.initializer,
+                    "shape": check.shape,
+                    "axis": check.axis,
+                    "through": check.path,
+                    "groups": check.groups,
+                    "violations": check.violations,
+                }
+            )
             if not check.eligible:
                 record["nm_reason"] = check.reason
         layers.append(record)
@@ -116,8 +118,9 @@ def as_calibration_set(calibration: CalibrationSet | np.ndarray, input_shape: tu
     else:
         data = np.asarray(calibration)
     if data.ndim != len(input_shape) + 1 or tuple(data.shape[1:]) != tuple(input_shape) or len(data) == 0:
-        raise UsageError(f"calibration data has shape {tuple(data.shape)}, the model needs [N, "
-                         f"{', '.join(map(str, input_shape))}]")
+        raise UsageError(
+            f"calibration data has shape {tuple(data.shape)}, the model needs [N, {', '.join(map(str, input_shape))}]"
+        )
     if isinstance(calibration, CalibrationSet):
         return calibration
     return CalibrationSet(np.ascontiguousarray(data, dtype=np.float32), "array", "array", int(len(data)))
@@ -125,8 +128,7 @@ def as_calibration_set(calibration: CalibrationSet | np.ndarray, input_shape: tu
 
 def _torch_outputs(model: nn.Module, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
     with torch.no_grad():
-        parts = [model(torch.from_numpy(inputs[i:i + batch_size])).numpy()
-                 for i in range(0, len(inputs), batch_size)]
+        parts = [model(torch.from_numpy(inputs[i : i + batch_size])).numpy() for i in range(0, len(inputs), batch_size)]
     return np.concatenate(parts)
 
 
@@ -149,33 +151,50 @@ def _runtime_notes(precision: str) -> dict[str, Any]:
             "tensorrt_11": {"model_file": bundle_mod.MODEL_FILE, "builder_flags": []},
             "onnxruntime": {"model_file": bundle_mod.MODEL_FILE},
             "note": "TensorRT runs FP32 layers in TF32 on Ampere and later (Orin) by default; "
-                    "parity.atol_tensorrt allows for it",
+            "parity.atol_tensorrt allows for it",
         }
     if precision == "fp16":
         return {
             "onnx": "float16 weights and activations; float32 inputs and outputs with Cast nodes inside "
-                    "(keep_io_types), so the device feeds the same float32 arrays as for FP32",
+            "(keep_io_types), so the device feeds the same float32 arrays as for FP32",
             "tensorrt_10": {
-                "model_file": bundle_mod.MODEL_FILE, "builder_flags": ["FP16"],
-                "alternative": {"model_file": FP32_MODEL_FILE, "builder_flags": ["FP16"],
-                                "note": "TensorRT 10 (weak typing) may instead build the FP32 model with the "
-                                        "FP16 flag and choose each layer's precision itself"},
+                "model_file": bundle_mod.MODEL_FILE,
+                "builder_flags": ["FP16"],
+                "alternative": {
+                    "model_file": FP32_MODEL_FILE,
+                    "builder_flags": ["FP16"],
+                    "note": "TensorRT 10 (weak typing) may instead build the FP32 model with the "
+                    "FP16 flag and choose each layer's precision itself",
+                },
             },
-            "tensorrt_11": {"model_file": bundle_mod.MODEL_FILE, "builder_flags": [],
-                            "note": "strongly typed: FP16 comes from the graph (the FP16 flag was removed)"},
-            "onnxruntime": {"model_file": bundle_mod.MODEL_FILE,
-                            "note": "CPU providers run most FP16 ops through inserted casts to FP32"},
+            "tensorrt_11": {
+                "model_file": bundle_mod.MODEL_FILE,
+                "builder_flags": [],
+                "note": "strongly typed: FP16 comes from the graph (the FP16 flag was removed)",
+            },
+            "onnxruntime": {
+                "model_file": bundle_mod.MODEL_FILE,
+                "note": "CPU providers run most FP16 ops through inserted casts to FP32",
+            },
         }
     return {
         "onnx": "explicit quantization: int8 QuantizeLinear/DequantizeLinear pairs (symmetric, per-channel "
-                "weights) around float32 ops; float32 inputs and outputs",
-        "tensorrt_10": {"model_file": bundle_mod.MODEL_FILE, "builder_flags": ["INT8", "FP16"],
-                        "note": "no calibrator: the scales come from the Q/DQ nodes"},
-        "tensorrt_11": {"model_file": bundle_mod.MODEL_FILE, "builder_flags": [],
-                        "note": "strongly typed; implicit INT8 calibration was removed in 11.0, Q/DQ is the only way; "
-                                "ops outside Q/DQ pairs run in float32 (the scales' type)"},
-        "onnxruntime": {"model_file": bundle_mod.MODEL_FILE,
-                        "note": "the CPU provider fuses Q/DQ groups into int8 kernels"},
+        "weights) around float32 ops; float32 inputs and outputs",
+        "tensorrt_10": {
+            "model_file": bundle_mod.MODEL_FILE,
+            "builder_flags": ["INT8", "FP16"],
+            "note": "no calibrator: the scales come from the Q/DQ nodes",
+        },
+        "tensorrt_11": {
+            "model_file": bundle_mod.MODEL_FILE,
+            "builder_flags": [],
+            "note": "strongly typed; implicit INT8 calibration was removed in 11.0, Q/DQ is the only way; "
+            "ops outside Q/DQ pairs run in float32 (the scales' type)",
+        },
+        "onnxruntime": {
+            "model_file": bundle_mod.MODEL_FILE,
+            "note": "the CPU provider fuses Q/DQ groups into int8 kernels",
+        },
     }
 
 
@@ -273,19 +292,25 @@ def package_model(
             judge, judged_on = _judge_set(reference_inputs, calib, eval_data)
             want = _torch_outputs(model, judge)
             if precision == "fp16":
-                model_path, parity, ref_outputs, extra = _fp16(fp32_path, tmp, reference_inputs, expected, scale,
-                                                               judge, judged_on, want, name)
+                model_path, parity, ref_outputs, extra = _fp16(
+                    fp32_path, tmp, reference_inputs, expected, scale, judge, judged_on, want, name
+                )
                 files[FP32_MODEL_FILE] = fp32_path
             else:
                 assert calib is not None
-                model_path, parity, ref_outputs, extra = _int8(fp32_path, tmp, calib, int8, reference_inputs, scale,
-                                                               judge, judged_on, want, name)
+                model_path, parity, ref_outputs, extra = _int8(
+                    fp32_path, tmp, calib, int8, reference_inputs, scale, judge, judged_on, want, name
+                )
             parity["export"] = {**asdict(export_parity), "reference": "FP32 ONNX on ONNX Runtime CPU vs PyTorch"}
         parity["output_scale"] = scale
         say(label, steps - 2 if precision == "fp32" else steps - 1, steps)
         proto = verify_onnx(model_path)
-        model_record: dict[str, Any] = {"spec": spec, "pattern": pattern, "accuracy": accuracy,
-                                        "summary": summary or {}}
+        model_record: dict[str, Any] = {
+            "spec": spec,
+            "pattern": pattern,
+            "accuracy": accuracy,
+            "summary": summary or {},
+        }
         if eval_data is not None:
             model_record.update(_evaluate(model_path, eval_data, exact=False))
             if accuracy is None:
@@ -295,8 +320,13 @@ def package_model(
             if precision == "int8":
                 model_record["accuracy_exact_qdq"] = _evaluate(model_path, eval_data, exact=True)["accuracy"]
         ref_path = tmp / bundle_mod.REFERENCE_FILE
-        np.savez(ref_path, **{f"input:{INPUT_NAME}": reference_inputs,  # type: ignore[arg-type]
-                              f"output:{OUTPUT_NAME}": ref_outputs})
+        np.savez(
+            ref_path,
+            **{
+                f"input:{INPUT_NAME}": reference_inputs,  # type: ignore[arg-type]
+                f"output:{OUTPUT_NAME}": ref_outputs,
+            },
+        )
         files = {bundle_mod.MODEL_FILE: model_path, bundle_mod.REFERENCE_FILE: ref_path, **files}
         if precision == "int8" and calib is not None:
             extra["calibration"]["file"] = _calib_file(calib, int(extra["calibration"]["samples"]), tmp, files)
@@ -341,8 +371,9 @@ def package_model(
     return written
 
 
-def _judge_set(reference: np.ndarray, calib: CalibrationSet | None,
-               eval_data: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, str]:
+def _judge_set(
+    reference: np.ndarray, calib: CalibrationSet | None, eval_data: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[np.ndarray, str]:
     """Inputs on which FP16/INT8 are compared with FP32: held-out data first, then calibration."""
     if eval_data is not None:
         data = np.ascontiguousarray(eval_data[0][:MAX_JUDGE_SAMPLES], dtype=np.float32)
@@ -352,9 +383,17 @@ def _judge_set(reference: np.ndarray, calib: CalibrationSet | None,
     return reference, f"reference inputs ({len(reference)}, random normal unless given)"
 
 
-def _fp16(fp32_path: Path, tmp: Path, reference: np.ndarray, expected: np.ndarray, scale: float,
-          judge: np.ndarray, judged_on: str, want: np.ndarray,
-          name: str) -> tuple[Path, dict[str, Any], np.ndarray, dict[str, Any]]:
+def _fp16(
+    fp32_path: Path,
+    tmp: Path,
+    reference: np.ndarray,
+    expected: np.ndarray,
+    scale: float,
+    judge: np.ndarray,
+    judged_on: str,
+    want: np.ndarray,
+    name: str,
+) -> tuple[Path, dict[str, Any], np.ndarray, dict[str, Any]]:
     from edgeprune.export.fp16 import convert_fp16
 
     path = tmp / "model_fp16.onnx"
@@ -363,11 +402,17 @@ def _fp16(fp32_path: Path, tmp: Path, reference: np.ndarray, expected: np.ndarra
     diff = float(np.max(np.abs(got.astype(np.float64) - expected)))
     atol = FP16_REL_ATOL * scale
     if diff > atol:
-        raise ExportError(f"{name}: the FP16 model differs from PyTorch FP32 by {diff:.3g}, more than "
-                          f"{atol:.3g} (1% of the output scale {scale:.3g}); the bundle was not written")
+        raise ExportError(
+            f"{name}: the FP16 model differs from PyTorch FP32 by {diff:.3g}, more than "
+            f"{atol:.3g} (1% of the output scale {scale:.3g}); the bundle was not written"
+        )
     vs = _agreement(run_ort(path, {INPUT_NAME: judge})[OUTPUT_NAME], want)
     parity = {
-        "atol": atol, "rtol": 0.0, "max_abs_diff": diff, "passed": True, "samples": int(len(reference)),
+        "atol": atol,
+        "rtol": 0.0,
+        "max_abs_diff": diff,
+        "passed": True,
+        "samples": int(len(reference)),
         "reference": "reference.npz outputs are PyTorch FP32's: the device check covers the whole FP16 error",
         "atol_basis": f"{FP16_REL_ATOL:.0%} of the output scale (max |FP32 output| on the reference inputs)",
         "atol_tensorrt": atol,
@@ -376,9 +421,18 @@ def _fp16(fp32_path: Path, tmp: Path, reference: np.ndarray, expected: np.ndarra
     return path, parity, expected, {"fp16": conversion}
 
 
-def _int8(fp32_path: Path, tmp: Path, calib: CalibrationSet, config: Int8Config, reference: np.ndarray,
-          scale: float, judge: np.ndarray, judged_on: str, want: np.ndarray,
-          name: str) -> tuple[Path, dict[str, Any], np.ndarray, dict[str, Any]]:
+def _int8(
+    fp32_path: Path,
+    tmp: Path,
+    calib: CalibrationSet,
+    config: Int8Config,
+    reference: np.ndarray,
+    scale: float,
+    judge: np.ndarray,
+    judged_on: str,
+    want: np.ndarray,
+    name: str,
+) -> tuple[Path, dict[str, Any], np.ndarray, dict[str, Any]]:
     from edgeprune.export.quantize import quantize_int8
 
     path = tmp / "model_int8.onnx"
@@ -402,16 +456,23 @@ def _int8(fp32_path: Path, tmp: Path, calib: CalibrationSet, config: Int8Config,
             "risk int8 saturation with 8-bit weights (keep reduce_range on)"
         )
     parity = {
-        "atol": atol, "rtol": 0.0, "max_abs_diff": host_dev, "passed": host_dev <= atol,
+        "atol": atol,
+        "rtol": 0.0,
+        "max_abs_diff": host_dev,
+        "passed": host_dev <= atol,
         "samples": int(len(reference)),
         "reference": "reference.npz outputs are this INT8 model's own, under exact Q/DQ arithmetic (ONNX Runtime "
-                     "with graph optimizations off): the device check tests its runtime, not the quantization "
-                     "error (that is vs_fp32); max_abs_diff is this host's optimized ONNX Runtime against them",
+        "with graph optimizations off): the device check tests its runtime, not the quantization "
+        "error (that is vs_fp32); max_abs_diff is this host's optimized ONNX Runtime against them",
         "atol_basis": f"{INT8_REL_ATOL:.0%} of the output scale (max |FP32 output| on the reference inputs)",
         "atol_tensorrt": atol,
-        "vs_fp32": {**vs, "measured_on": judged_on, "runtime": "INT8 model, exact Q/DQ arithmetic",
-                    "min_top1_agreement": MIN_TOP1_AGREEMENT,
-                    "what": "quantization error: INT8 against FP32 PyTorch"},
+        "vs_fp32": {
+            **vs,
+            "measured_on": judged_on,
+            "runtime": "INT8 model, exact Q/DQ arithmetic",
+            "min_top1_agreement": MIN_TOP1_AGREEMENT,
+            "what": "quantization error: INT8 against FP32 PyTorch",
+        },
         "warnings": warnings,
     }
     return path, parity, exact, {"calibration": {**calib.record(), **quant}}
@@ -431,8 +492,10 @@ def _calib_file(calib: CalibrationSet, used: int, tmp: Path, files: dict[str, Pa
 def _evaluate(model_path: Path, eval_data: tuple[np.ndarray, np.ndarray], exact: bool) -> dict[str, Any]:
     x, y = eval_data
     logits = run_ort(model_path, {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)}, exact=exact)[OUTPUT_NAME]
-    return {"accuracy": float(np.mean(logits.argmax(1) == np.asarray(y))),
-            "accuracy_source": f"this bundle's model.onnx on ONNX Runtime CPU, {len(y)} held-out samples"}
+    return {
+        "accuracy": float(np.mean(logits.argmax(1) == np.asarray(y))),
+        "accuracy_source": f"this bundle's model.onnx on ONNX Runtime CPU, {len(y)} held-out samples",
+    }
 
 
 def _theoretical(base: ModelCost, cost: ModelCost, pattern: str) -> dict[str, Any]:
@@ -450,9 +513,11 @@ def _sparsity_record(pattern: str, precision: str, layers: list[dict[str, Any]])
         record["checked_layers"] = len(layers)
         record["rule"] = RULE
         if precision == "fp32":
-            record["note"] = ("TensorRT uses 2:4 sparse kernels only in FP16 or INT8 layers: package with "
-                              "--precision fp16 or int8 for SPARSE_WEIGHTS to matter (TensorRT 11 is strongly "
-                              "typed, so an FP32 model stays FP32)")
+            record["note"] = (
+                "TensorRT uses 2:4 sparse kernels only in FP16 or INT8 layers: package with "
+                "--precision fp16 or int8 for SPARSE_WEIGHTS to matter (TensorRT 11 is strongly "
+                "typed, so an FP32 model stays FP32)"
+            )
     return record
 
 

@@ -97,8 +97,9 @@ class ArrayCalibrationReader:
 
     def rewind(self) -> None:
         """Start again from the first batch."""
-        self._iter = iter([{self.input_name: self.data[i:i + self.batch_size]}
-                           for i in range(0, len(self.data), self.batch_size)])
+        self._iter = iter(
+            [{self.input_name: self.data[i : i + self.batch_size]} for i in range(0, len(self.data), self.batch_size)]
+        )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         """The next batch as a feed dict, or None when done (ORT's protocol)."""
@@ -131,8 +132,10 @@ def capped_samples(proto: Any, config: Int8Config, samples: int) -> tuple[int, s
     limit = max(1, config.memory_budget // per_sample)
     if samples <= limit:
         return samples, None
-    return limit, (f"{config.method} keeps every activation in memory (about {per_sample / 2**20:.1f} MiB per sample): "
-                   f"used {limit} of {samples} samples to stay under {config.memory_budget / 2**30:.1f} GiB")
+    return limit, (
+        f"{config.method} keeps every activation in memory (about {per_sample / 2**20:.1f} MiB per sample): "
+        f"used {limit} of {samples} samples to stay under {config.memory_budget / 2**30:.1f} GiB"
+    )
 
 
 @contextlib.contextmanager
@@ -147,8 +150,9 @@ def _quiet() -> Iterator[None]:
         logging.disable(previous)
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, input_name: str,
-                  config: Int8Config = Int8Config()) -> dict[str, Any]:
+def quantize_int8(
+    fp32_path: Path, out_path: Path, calibration: np.ndarray, input_name: str, config: Int8Config = Int8Config()
+) -> dict[str, Any]:
     """Quantize an FP32 ONNX into a Q/DQ INT8 ONNX calibrated on ``calibration`` and verify it.
 
     Args:
@@ -172,8 +176,11 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, inpu
     proto = verify_onnx(Path(fp32_path))
     requested = int(calibration.shape[0])
     used, cap_reason = capped_samples(proto, config, requested)
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     extra: dict[str, Any] = {
         "ActivationSymmetric": True,
         "WeightSymmetric": True,
@@ -185,12 +192,17 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, inpu
     try:
         with _quiet():
             quantize_static(
-                str(fp32_path), str(out_path), reader,
+                str(fp32_path),
+                str(out_path),
+                reader,
                 quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=list(config.op_types) if config.op_types else None,
-                per_channel=config.per_channel, reduce_range=config.reduce_range,
-                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                calibrate_method=methods[config.method], extra_options=extra,
+                per_channel=config.per_channel,
+                reduce_range=config.reduce_range,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=methods[config.method],
+                extra_options=extra,
             )
     except Exception as err:  # the quantizer raises ValueError, RuntimeError, ORT errors
         raise ExportError(f"INT8 quantization ({config.method}) failed: {first_line(err)}") from err
@@ -203,7 +215,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray, inpu
         "format": "QDQ (explicit QuantizeLinear/DequantizeLinear)",
         "activations": "int8, symmetric, per tensor",
         "weights": f"int8, symmetric, {'per channel' if config.per_channel else 'per tensor'}, "
-                   f"{7 if config.reduce_range else 8}-bit range",
+        f"{7 if config.reduce_range else 8}-bit range",
         "weight_bits": 7 if config.reduce_range else 8,
         "per_channel": config.per_channel,
         "bias": "float (int32 bias DequantizeLinear is rejected by TensorRT)",
@@ -240,8 +252,9 @@ def check_qdq(proto: Any) -> dict[str, Any]:
             raise ExportError(f"{node.name}: no constant zero point; TensorRT needs symmetric int8 (zero point 0)")
         zero = inits[node.input[2]]
         if zero.data_type != onnx.TensorProto.INT8:
-            raise ExportError(f"{node.name}: zero point is {onnx.TensorProto.DataType.Name(zero.data_type)}, "
-                              "TensorRT needs int8")
+            raise ExportError(
+                f"{node.name}: zero point is {onnx.TensorProto.DataType.Name(zero.data_type)}, TensorRT needs int8"
+            )
         if np.any(numpy_helper.to_array(zero) != 0):
             raise ExportError(f"{node.name}: non-zero zero point; TensorRT supports only symmetric quantization")
         scale = inits.get(node.input[1])
@@ -251,5 +264,4 @@ def check_qdq(proto: Any) -> dict[str, Any]:
         source = inits.get(node.input[0])
         if source is not None and source.data_type == onnx.TensorProto.INT32:
             raise ExportError(f"{node.name}: dequantizes an int32 tensor (a quantized bias); TensorRT rejects it")
-    return {"quantize_nodes": len(quantize), "dequantize_nodes": len(dequantize),
-            "per_channel_qdq_nodes": per_channel}
+    return {"quantize_nodes": len(quantize), "dequantize_nodes": len(dequantize), "per_channel_qdq_nodes": per_channel}

@@ -33,8 +33,10 @@ from typing import Any
 import numpy as np
 
 N, M = 2, 4
-RULE = ("TensorRT 2:4: Conv weights along axis 1 (input channels), Gemm/MatMul along the reduction axis; "
-        "axes not a multiple of 4 skipped; weights found through Q/DQ, Cast and Transpose")
+RULE = (
+    "TensorRT 2:4: Conv weights along axis 1 (input channels), Gemm/MatMul along the reduction axis; "
+    "axes not a multiple of 4 skipped; weights found through Q/DQ, Cast and Transpose"
+)
 # Nodes that carry a weight to its consumer without changing which values are zero.
 _PASS_THROUGH = ("DequantizeLinear", "QuantizeLinear", "Cast", "Identity")
 
@@ -118,8 +120,9 @@ def _attr(node: Any, name: str, default: int) -> int:
     return default
 
 
-def _trace_weight(tensor: str, producers: Mapping[str, Any], initializers: Mapping[str, Any],
-                  axis: int, rank: int) -> tuple[str | None, list[str], int | None, Any]:
+def _trace_weight(
+    tensor: str, producers: Mapping[str, Any], initializers: Mapping[str, Any], axis: int, rank: int
+) -> tuple[str | None, list[str], int | None, Any]:
     """Follow ``tensor`` back to an initializer (or Constant) through pass-through nodes.
 
     Returns (initializer name, ops passed, the axis on the initializer, the TensorProto or None).
@@ -193,17 +196,30 @@ def check_sparsity(model: Any, modules: Iterable[str] = ()) -> list[LayerEligibi
         for index, axis, _ in candidates:
             if index >= len(node.input):
                 continue
-            traced = _trace_weight(node.input[index], producers, initializers, axis,
-                                   _rank(node.input[index], producers, initializers))
+            traced = _trace_weight(
+                node.input[index], producers, initializers, axis, _rank(node.input[index], producers, initializers)
+            )
             if traced[0] is not None:
                 found = traced
                 break
         module = module_path(node.name, known)
         if found is None:
-            records.append(LayerEligibility(
-                node.name, node.op_type, module, None, [], [], None, False,
-                "weight is computed at run time, not an initializer: TensorRT cannot make it sparse",
-                None, 0, 0))
+            records.append(
+                LayerEligibility(
+                    node.name,
+                    node.op_type,
+                    module,
+                    None,
+                    [],
+                    [],
+                    None,
+                    False,
+                    "weight is computed at run time, not an initializer: TensorRT cannot make it sparse",
+                    None,
+                    0,
+                    0,
+                )
+            )
             continue
         name, path, init_axis, proto = found
         assert name is not None
@@ -230,15 +246,26 @@ def _rank(tensor: str, producers: Mapping[str, Any], initializers: Mapping[str, 
     return 0
 
 
-def _verdict(node: Any, module: str | None, name: str, path: list[str], shape: list[int],
-             axis: int | None, array: np.ndarray, density: float | None) -> LayerEligibility:
+def _verdict(
+    node: Any,
+    module: str | None,
+    name: str,
+    path: list[str],
+    shape: list[int],
+    axis: int | None,
+    array: np.ndarray,
+    density: float | None,
+) -> LayerEligibility:
     def record(eligible: bool, reason: str | None, groups: int = 0, violations: int = 0) -> LayerEligibility:
-        return LayerEligibility(node.name, node.op_type, module, name, path, shape, axis, eligible, reason,
-                                density, groups, violations)
+        return LayerEligibility(
+            node.name, node.op_type, module, name, path, shape, axis, eligible, reason, density, groups, violations
+        )
 
     if node.op_type == "Conv" and _attr(node, "group", 1) > 1:
-        return record(False, f"grouped convolution (group={_attr(node, 'group', 1)}): "
-                             "TensorRT never considers it for sparse kernels")
+        return record(
+            False,
+            f"grouped convolution (group={_attr(node, 'group', 1)}): TensorRT never considers it for sparse kernels",
+        )
     if axis is None or array.ndim < 2:
         return record(False, "weight is not a matrix or its layout cannot be followed")
     what = "input channels" if node.op_type == "Conv" else "reduction axis"
@@ -247,9 +274,13 @@ def _verdict(node: Any, module: str | None, name: str, path: list[str], shape: l
         return record(False, f"{length} {what} (axis {axis}) not a multiple of {M}: TensorRT skips this layer")
     groups, violations = nm_violations(array, axis)
     if violations:
-        return record(False, f"weights do not follow 2:4 along the {what} (axis {axis}): {violations} of "
-                             f"{groups} runs of 4 hold more than 2 non-zeros (layer left dense)",
-                      groups, violations)
+        return record(
+            False,
+            f"weights do not follow 2:4 along the {what} (axis {axis}): {violations} of "
+            f"{groups} runs of 4 hold more than 2 non-zeros (layer left dense)",
+            groups,
+            violations,
+        )
     return record(True, None, groups, 0)
 
 

@@ -59,15 +59,16 @@ def train(
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = (len(x) + config.batch_size - 1) // config.batch_size
     total = max(1, steps_per_epoch * config.epochs)
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                          weight_decay=config.weight_decay, nesterov=True)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True
+    )
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, pct_start=0.15)
     model.train()
     step = 0
     for _ in range(config.epochs):
         order = torch.randperm(len(x), generator=generator)
         for start in range(0, len(x), config.batch_size):
-            idx = order[start:start + config.batch_size]
+            idx = order[start : start + config.batch_size]
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -88,6 +89,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     model.eval()
     correct = 0
     for start in range(0, len(x), batch_size):
-        logits = model(x[start:start + batch_size])
-        correct += int((logits.argmax(1) == y[start:start + batch_size]).sum())
+        logits = model(x[start : start + batch_size])
+        correct += int((logits.argmax(1) == y[start : start + batch_size]).sum())
     return correct / max(1, len(x))

@@ -71,8 +71,9 @@ def get_criterion(name: str) -> Criterion:
     return CRITERIA[name]
 
 
-def aggregate(group: Group, site_scores: SiteScores, ctx: Mapping[str, Any] | None = None,
-              tag: str = "") -> torch.Tensor:
+def aggregate(
+    group: Group, site_scores: SiteScores, ctx: Mapping[str, Any] | None = None, tag: str = ""
+) -> torch.Tensor:
     """Sum, over a group's members, each channel's per-member score normalized by the member's mean.
 
     A channel's score in one member is the sum of the site's per-index scores over the indices
@@ -89,8 +90,11 @@ def aggregate(group: Group, site_scores: SiteScores, ctx: Mapping[str, Any] | No
             memo = (tag, *key)
             if memo not in cache:
                 scores = site_scores(*key)
-                cache[memo] = None if scores is None else np.concatenate(
-                    [[0.0], np.cumsum(scores.detach().double().cpu().numpy())])
+                cache[memo] = (
+                    None
+                    if scores is None
+                    else np.concatenate([[0.0], np.cumsum(scores.detach().double().cpu().numpy())])
+                )
             cumulative = cache[memo]
             if cumulative is None:
                 continue
@@ -118,8 +122,7 @@ def _grouped_in(module: nn.Module, tensor: torch.Tensor, p: int) -> torch.Tensor
     return flat.abs().sum(1) if p == 1 else flat.pow(2).sum(1).sqrt()
 
 
-def site_magnitudes(modules: Mapping[str, nn.Module], tensor_of: TensorOf, p: int,
-                    kinds: Iterable[str]) -> SiteScores:
+def site_magnitudes(modules: Mapping[str, nn.Module], tensor_of: TensorOf, p: int, kinds: Iterable[str]) -> SiteScores:
     """Per-index p-norms of ``tensor_of``'s tensors at every place kind in ``kinds``.
 
     ``out``/``dw`` measure filters (weight dim 0), ``in`` input slices (weight dim 1), ``norm``
@@ -185,8 +188,7 @@ def bn_scale(modules: Mapping[str, nn.Module], group: Group, ctx: Mapping[str, A
     def gamma(path: str, attr: str) -> torch.Tensor | None:
         return weights(path, attr) if attr == "weight" else None
 
-    if not any(m.kind == "norm" and getattr(modules.get(m.module), "weight", None) is not None
-               for m in group.members):
+    if not any(m.kind == "norm" and getattr(modules.get(m.module), "weight", None) is not None for m in group.members):
         return l1(modules, group, ctx)
     return aggregate(group, site_magnitudes(modules, gamma, 1, ("norm",)), ctx, "bn-scale")
 
@@ -215,8 +217,9 @@ def _default_loss(output: torch.Tensor, target: Any) -> torch.Tensor:
     return output.pow(2).mean()
 
 
-def gradients(model: nn.Module, batches: Iterable[Any],
-              loss_fn: Callable[[torch.Tensor, Any], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+def gradients(
+    model: nn.Module, batches: Iterable[Any], loss_fn: Callable[[torch.Tensor, Any], torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
     """Sum of dL/dp over the calibration batches, for every parameter, without touching the model.
 
     ``torch.func.functional_call`` runs the model on detached views of its parameters, so the
@@ -263,8 +266,10 @@ def taylor(modules: Mapping[str, nn.Module], group: Group, ctx: Mapping[str, Any
     """
     batches = ctx.get("calibration")
     if not batches:
-        raise UsageError("criterion 'taylor' needs a few calibration batches: "
-                         "ChannelConfig(criterion='taylor', calibration=[batch, ...])")
+        raise UsageError(
+            "criterion 'taylor' needs a few calibration batches: "
+            "ChannelConfig(criterion='taylor', calibration=[batch, ...])"
+        )
     cache = ctx.get("cache")
     grads = cache.get("taylor") if isinstance(cache, dict) else None
     if grads is None:
@@ -281,8 +286,7 @@ def taylor(modules: Mapping[str, nn.Module], group: Group, ctx: Mapping[str, Any
             return None
         return (value.detach() * grad).abs()
 
-    return aggregate(group, site_magnitudes(modules, saliency, 1, ("out", "dw", "in", "norm", "param")), ctx,
-                     "taylor")
+    return aggregate(group, site_magnitudes(modules, saliency, 1, ("out", "dw", "in", "norm", "param")), ctx, "taylor")
 
 
 # -- FPGM ---------------------------------------------------------------------------------------

@@ -386,8 +386,9 @@ class GraphBuilder:
             return free(value.shape)
         return value if isinstance(value, Layout) else None
 
-    def resolve_param(self, ref: ParamRef, against: Sequence[Layout], out_shape: tuple[int, ...],
-                      skip: int | None = None) -> Layout:
+    def resolve_param(
+        self, ref: ParamRef, against: Sequence[Layout], out_shape: tuple[int, ...], skip: int | None = None
+    ) -> Layout:
         """Turn a parameter into a layout, opening channels where it meets carried dimensions.
 
         A parameter dimension becomes a channel dimension when it is as long as the broadcast
@@ -401,7 +402,8 @@ class GraphBuilder:
             src = ref.source_dims[k]
             carried = any(
                 lay.dims[d - nd + lay.ndim] is not None and lay.shape[d - nd + lay.ndim] == size
-                for lay in against if 0 <= d - nd + lay.ndim < lay.ndim
+                for lay in against
+                if 0 <= d - nd + lay.ndim < lay.ndim
             )
             if ref.path is not None and src is not None and d != skip and size == out_shape[d] and carried:
                 dims.append(self.param_ids(ref.path, src, size))
@@ -465,8 +467,11 @@ class GraphBuilder:
         handler = self.handler_for(node)
         if handler is not None:
             return handler(self, node)
-        if not any(isinstance(v, (Layout, ParamRef))
-                   for a in _flatten_args((node.args, node.kwargs)) for v in _flatten_args([self.value_of(a)])):
+        if not any(
+            isinstance(v, (Layout, ParamRef))
+            for a in _flatten_args((node.args, node.kwargs))
+            for v in _flatten_args([self.value_of(a)])
+        ):
             return free_like(node)  # shape arithmetic, or a tensor created inside the forward
         if self.in_ignored(node):
             return self.opaque(node, f"inside ignored layer {module_path(node)}")
@@ -567,8 +572,15 @@ def _flatten_args(args: Any) -> list[Any]:
 # Module types the tracer keeps as leaves even when subclassed, as long as the subclass keeps the
 # base forward (a subclass that overrides forward is traced through, since its math may differ).
 _LEAF_BASES: tuple[type[nn.Module], ...] = (
-    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
-    nn.GroupNorm, nn.LayerNorm,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.Linear,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.GroupNorm,
+    nn.LayerNorm,
 )
 
 
@@ -618,8 +630,10 @@ def trace(model: nn.Module, example: torch.Tensor, ignore: Sequence[str] = ()) -
     except Exception as err:  # the example does not fit the model
         cause = err.__cause__ or err
         node = str(err).split("node=", 1)[-1].split(" ", 1)[0] if "node=" in str(err) else "?"
-        raise GraphError(f"the example input {tuple(example.shape)} does not run through "
-                         f"{type(model).__name__} (at node {node}): {cause}") from err
+        raise GraphError(
+            f"the example input {tuple(example.shape)} does not run through "
+            f"{type(model).__name__} (at node {node}): {cause}"
+        ) from err
     return gm
 
 

@@ -116,8 +116,10 @@ def conv(b: GraphBuilder, node: fx.Node) -> Value:
     ids = x.dims[1]
     cin, cout, groups = module.in_channels, module.out_channels, module.groups
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
-        raise GraphError(f"{b.where(node)}: transposed convolutions are not handled yet; add "
-                         f"'{path}' to the ignored layers or register a handler")
+        raise GraphError(
+            f"{b.where(node)}: transposed convolutions are not handled yet; add "
+            f"'{path}' to the ignored layers or register a handler"
+        )
     out: Ids
     if groups == 1:
         if ids is not None:
@@ -247,8 +249,7 @@ def functional_layer_norm(b: GraphBuilder, node: fx.Node) -> Value:
 
 def multihead_attention(b: GraphBuilder, node: fx.Node) -> Value:
     """nn.MultiheadAttention: its embedding width is tied to its heads, so its channels stay."""
-    return b.opaque(node, f"{b.where(node)}: the embedding width of nn.MultiheadAttention is tied to "
-                          "its heads")
+    return b.opaque(node, f"{b.where(node)}: the embedding width of nn.MultiheadAttention is tied to its heads")
 
 
 # -- elementwise and broadcasting ---------------------------------------------------------------
@@ -257,8 +258,9 @@ def broadcast(b: GraphBuilder, layouts: Sequence[Layout], shape: tuple[int, ...]
     nd = len(shape)
     dims: list[Ids | None] = []
     for d in range(nd):
-        entries = [(lay.dims[d - nd + lay.ndim], lay.shape[d - nd + lay.ndim])
-                   for lay in layouts if d - nd + lay.ndim >= 0]
+        entries = [
+            (lay.dims[d - nd + lay.ndim], lay.shape[d - nd + lay.ndim]) for lay in layouts if d - nd + lay.ndim >= 0
+        ]
         dims.append(b.join(entries, reason))
     return Layout(tuple(dims), shape)
 
@@ -396,8 +398,11 @@ def reshape(b: GraphBuilder, x: Layout, shape: tuple[int, ...], pinned: Sequence
         varying = [j for j in range(len(outs)) if not np.all(roots == roots.take([0], axis=j))]
         dynamic = [j for j in varying if not pinned[outs[j]]]
         if not varying:
-            b.fix(ids, f"{where}: its {len(ids)} channels are all coupled into one (repeated chunk and "
-                       "shuffle couplings), so none can be removed alone")
+            b.fix(
+                ids,
+                f"{where}: its {len(ids)} channels are all coupled into one (repeated chunk and "
+                "shuffle couplings), so none can be removed alone",
+            )
             continue
         if len(dynamic) != 1:
             b.fix(ids, f"{where} reshapes channels to constant sizes {tuple(shape[o] for o in outs)}")
@@ -530,8 +535,11 @@ def unsqueeze(b: GraphBuilder, node: fx.Node) -> Value:
     if isinstance(value, Layout):
         return Layout(value.dims[:d] + (None,) + value.dims[d:], value.shape[:d] + (1,) + value.shape[d:])
     if isinstance(value, ParamRef):
-        return ParamRef(value.path, value.shape[:d] + (1,) + value.shape[d:],
-                        value.source_dims[:d] + (None,) + value.source_dims[d:])
+        return ParamRef(
+            value.path,
+            value.shape[:d] + (1,) + value.shape[d:],
+            value.source_dims[:d] + (None,) + value.source_dims[d:],
+        )
     return free_like(node)
 
 
@@ -561,8 +569,9 @@ def expand(b: GraphBuilder, node: fx.Node) -> Value:
     sizes = _sizes(node.args[1:]) if node.target == "expand" else None
     nd, old = len(shape), len(value.shape)
     if isinstance(value, ParamRef):
-        src = [None] * (nd - old) + [sd if value.shape[k] == shape[nd - old + k] else None
-                                     for k, sd in enumerate(value.source_dims)]
+        src = [None] * (nd - old) + [
+            sd if value.shape[k] == shape[nd - old + k] else None for k, sd in enumerate(value.source_dims)
+        ]
         return ParamRef(value.path, shape, tuple(src))
     dims: list[Ids | None] = [None] * (nd - old)
     for k, ids in enumerate(value.dims):
@@ -620,15 +629,19 @@ def getitem(b: GraphBuilder, node: fx.Node) -> Value:
         return free_like(node)
     shape = b.shape(node)
     items = list(index) if isinstance(index, tuple) else [index]
-    simple = all(i is None or i is Ellipsis or isinstance(i, (int, slice)) or
-                 (isinstance(i, fx.Node) and not isinstance(b.value_of(i), (Layout, ParamRef)))
-                 for i in items)
+    simple = all(
+        i is None
+        or i is Ellipsis
+        or isinstance(i, (int, slice))
+        or (isinstance(i, fx.Node) and not isinstance(b.value_of(i), (Layout, ParamRef)))
+        for i in items
+    )
     if not simple or shape is None:
         return b.opaque(node, f"{b.where(node)} indexes channels with a tensor")
     consumed = sum(1 for i in items if i is not None and i is not Ellipsis)
     if Ellipsis in items:
         at = items.index(Ellipsis)
-        items = items[:at] + [slice(None)] * (value.ndim - consumed) + items[at + 1:]
+        items = items[:at] + [slice(None)] * (value.ndim - consumed) + items[at + 1 :]
     items += [slice(None)] * (value.ndim - sum(1 for i in items if i is not None))
     dims: list[Ids | None] = []
     d = 0
@@ -658,7 +671,7 @@ def _param_index(ref: ParamRef, index: Any) -> ParamRef | None:
     if Ellipsis in items:
         at = items.index(Ellipsis)
         fill = len(ref.shape) - sum(1 for i in items if i is not None and i is not Ellipsis)
-        items = items[:at] + [slice(None)] * fill + items[at + 1:]
+        items = items[:at] + [slice(None)] * fill + items[at + 1 :]
     items += [slice(None)] * (len(ref.shape) - sum(1 for i in items if i is not None))
     shape: list[int] = []
     src: list[int | None] = []
@@ -699,10 +712,18 @@ def cat(b: GraphBuilder, node: fx.Node) -> Value:
     for e in range(nd):
         if e == d:
             if any(p.dims[d] is not None for p in parts):
-                dims.append(np.concatenate([
-                    p.dims[d] if p.dims[d] is not None else
-                    b.fixed_ids(p.shape[d], f"{b.where(node)}: concatenated with channels that cannot change")
-                    for p in parts]))
+                dims.append(
+                    np.concatenate(
+                        [
+                            p.dims[d]
+                            if p.dims[d] is not None
+                            else b.fixed_ids(
+                                p.shape[d], f"{b.where(node)}: concatenated with channels that cannot change"
+                            )
+                            for p in parts
+                        ]
+                    )
+                )
             else:
                 dims.append(None)
         else:
@@ -717,7 +738,7 @@ def stack(b: GraphBuilder, node: fx.Node) -> Value:
         return free_like(node)
     d = _ndim(int(_arg(node, 1, "dim", 0)), len(shape))
     parts = [b.layout_of(t) or free(b.shape(t) or ()) for t in tensors]
-    joined = broadcast(b, parts, shape[:d] + shape[d + 1:], f"{b.where(node)} stacks it with a fixed tensor")
+    joined = broadcast(b, parts, shape[:d] + shape[d + 1 :], f"{b.where(node)} stacks it with a fixed tensor")
     return Layout(joined.dims[:d] + (None,) + joined.dims[d:], shape)
 
 
@@ -746,7 +767,7 @@ def split(b: GraphBuilder, node: fx.Node) -> Value:
         dynamic = name in ("chunk", "tensor_split") and isinstance(sizes_arg, int) or follows
         if equal and dynamic:
             b.couple_along(ids.reshape(len(sizes), sizes[0]), 0)
-            parts = [ids[i * sizes[0]:(i + 1) * sizes[0]] for i in range(len(sizes))]
+            parts = [ids[i * sizes[0] : (i + 1) * sizes[0]] for i in range(len(sizes))]
         else:
             b.fix(ids, f"{b.where(node)} splits channels at sizes written in the code {tuple(sizes)}")
     return tuple(x.replace(dim, part, size) for part, size in zip(parts, sizes))
@@ -759,7 +780,7 @@ def unbind(b: GraphBuilder, node: fx.Node) -> Value:
         return free_like(node)
     dim = _ndim(int(_arg(node, 1, "dim", 0)), x.ndim)
     b.fix(x.dims[dim], f"{b.where(node)} unbinds a channel dimension")
-    rest = x.dims[:dim] + x.dims[dim + 1:]
+    rest = x.dims[:dim] + x.dims[dim + 1 :]
     return tuple(Layout(rest, tuple(int(s) for s in m.shape)) for m in meta)
 
 
@@ -771,16 +792,16 @@ def matmul(b: GraphBuilder, node: fx.Node) -> Value:
         return b.opaque(node, f"{b.where(node)}: a matrix product the graph does not follow")
     reason = f"{b.where(node)} contracts it with a dimension that cannot change"
     b.join([(a.dims[-1], a.shape[-1]), (c.dims[-2], c.shape[-2])], reason)
-    batch = broadcast(b, [Layout(a.dims[:-2], a.shape[:-2]), Layout(c.dims[:-2], c.shape[:-2])],
-                      shape[:-2], reason)
+    batch = broadcast(b, [Layout(a.dims[:-2], a.shape[:-2]), Layout(c.dims[:-2], c.shape[:-2])], shape[:-2], reason)
     return Layout(batch.dims + (a.dims[-2], c.dims[-1]), shape)
 
 
 def einsum(b: GraphBuilder, node: fx.Node) -> Value:
     """einsum: dimensions named by the same letter are aligned; output letters keep their ids."""
     equation = node.args[0]
-    operands = list(node.args[1]) if len(node.args) == 2 and isinstance(node.args[1], (list, tuple)) \
-        else list(node.args[1:])
+    operands = (
+        list(node.args[1]) if len(node.args) == 2 and isinstance(node.args[1], (list, tuple)) else list(node.args[1:])
+    )
     shape = b.shape(node)
     if not isinstance(equation, str) or "..." in equation or shape is None or "->" not in equation:
         return b.opaque(node, f"{b.where(node)}: an einsum the graph does not follow")
@@ -893,59 +914,243 @@ def param_passthrough(b: GraphBuilder, node: fx.Node) -> Value:
 
 
 def _register_builtins() -> None:
-    _reg(MODULE_HANDLERS, [nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-                           nn.ConvTranspose3d], conv)
+    _reg(
+        MODULE_HANDLERS,
+        [nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d],
+        conv,
+    )
     MODULE_HANDLERS[nn.Linear] = linear
-    _reg(MODULE_HANDLERS, [nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
-                           nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d], batchnorm)
+    _reg(
+        MODULE_HANDLERS,
+        [
+            nn.BatchNorm1d,
+            nn.BatchNorm2d,
+            nn.BatchNorm3d,
+            nn.SyncBatchNorm,
+            nn.InstanceNorm1d,
+            nn.InstanceNorm2d,
+            nn.InstanceNorm3d,
+        ],
+        batchnorm,
+    )
     MODULE_HANDLERS[nn.GroupNorm] = groupnorm
     MODULE_HANDLERS[nn.LayerNorm] = layernorm
     MODULE_HANDLERS[nn.MultiheadAttention] = multihead_attention
     MODULE_HANDLERS[nn.Flatten] = flatten_module
     MODULE_HANDLERS[nn.Unflatten] = unflatten_op
     MODULE_HANDLERS[nn.ChannelShuffle] = channel_shuffle
-    _reg(MODULE_HANDLERS, [nn.PixelShuffle, nn.PixelUnshuffle],
-         lambda b, node: b.opaque(node, f"{b.where(node)} moves channels into space"))
-    _reg(MODULE_HANDLERS, [
-        nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LeakyReLU,
-        nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.LogSigmoid,
-        nn.Tanhshrink, nn.Softshrink, nn.Hardshrink, nn.Threshold, nn.Identity, nn.Dropout, nn.Dropout1d,
-        nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout, nn.MaxPool1d, nn.MaxPool2d,
-        nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
-        nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-        nn.LPPool1d, nn.LPPool2d, nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
-        nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d,
-        nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReplicationPad1d, nn.ReplicationPad2d,
-        nn.Softmax, nn.LogSoftmax, nn.Softmax2d, nn.LocalResponseNorm,
-    ], passthrough)
+    _reg(
+        MODULE_HANDLERS,
+        [nn.PixelShuffle, nn.PixelUnshuffle],
+        lambda b, node: b.opaque(node, f"{b.where(node)} moves channels into space"),
+    )
+    _reg(
+        MODULE_HANDLERS,
+        [
+            nn.ReLU,
+            nn.ReLU6,
+            nn.SiLU,
+            nn.GELU,
+            nn.Hardswish,
+            nn.Hardsigmoid,
+            nn.Sigmoid,
+            nn.Tanh,
+            nn.LeakyReLU,
+            nn.ELU,
+            nn.SELU,
+            nn.CELU,
+            nn.Mish,
+            nn.Softplus,
+            nn.Softsign,
+            nn.Hardtanh,
+            nn.LogSigmoid,
+            nn.Tanhshrink,
+            nn.Softshrink,
+            nn.Hardshrink,
+            nn.Threshold,
+            nn.Identity,
+            nn.Dropout,
+            nn.Dropout1d,
+            nn.Dropout2d,
+            nn.Dropout3d,
+            nn.AlphaDropout,
+            nn.FeatureAlphaDropout,
+            nn.MaxPool1d,
+            nn.MaxPool2d,
+            nn.MaxPool3d,
+            nn.AvgPool1d,
+            nn.AvgPool2d,
+            nn.AvgPool3d,
+            nn.AdaptiveAvgPool1d,
+            nn.AdaptiveAvgPool2d,
+            nn.AdaptiveAvgPool3d,
+            nn.AdaptiveMaxPool1d,
+            nn.AdaptiveMaxPool2d,
+            nn.AdaptiveMaxPool3d,
+            nn.LPPool1d,
+            nn.LPPool2d,
+            nn.Upsample,
+            nn.UpsamplingNearest2d,
+            nn.UpsamplingBilinear2d,
+            nn.ZeroPad1d,
+            nn.ZeroPad2d,
+            nn.ZeroPad3d,
+            nn.ConstantPad1d,
+            nn.ConstantPad2d,
+            nn.ConstantPad3d,
+            nn.ReflectionPad1d,
+            nn.ReflectionPad2d,
+            nn.ReplicationPad1d,
+            nn.ReplicationPad2d,
+            nn.Softmax,
+            nn.LogSoftmax,
+            nn.Softmax2d,
+            nn.LocalResponseNorm,
+        ],
+        passthrough,
+    )
     # PReLU with one slope per channel holds a parameter per channel: treat as a norm-like place.
     MODULE_HANDLERS[nn.PReLU] = _prelu
 
-    _reg(FUNCTION_HANDLERS, [
-        F.relu, F.relu_, F.relu6, F.silu, F.gelu, F.hardswish, F.hardsigmoid, F.sigmoid, F.tanh,
-        F.leaky_relu, F.elu, F.selu, F.celu, F.mish, F.softplus, F.hardtanh, F.logsigmoid,
-        F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout,
-        F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
-        F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
-        F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.lp_pool2d, F.interpolate, F.upsample,
-        F.softmax, F.log_softmax, F.normalize, F.local_response_norm,
-        torch.relu, torch.relu_, torch.sigmoid, torch.tanh, torch.exp, torch.log, torch.abs, torch.neg,
-        torch.sqrt, torch.rsqrt, torch.erf, torch.clamp, torch.clip, torch.softmax, torch.log_softmax,
-        torch.sign, torch.square, torch.reciprocal, torch.nan_to_num,
-        torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like, torch.rand_like,
-        torch.randn_like, operator.neg, operator.pos, abs,
-    ], passthrough)
-    _reg(FUNCTION_HANDLERS, [
-        operator.add, operator.iadd, operator.sub, operator.isub, operator.mul, operator.imul,
-        operator.truediv, operator.itruediv, operator.floordiv, operator.pow, operator.mod,
-        operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
-        operator.and_, operator.or_, operator.xor,
-        torch.add, torch.sub, torch.subtract, torch.mul, torch.multiply, torch.div, torch.divide,
-        torch.true_divide, torch.pow, torch.maximum, torch.minimum, torch.where, torch.addcmul,
-        torch.addcdiv, torch.lerp, torch.masked_fill, torch.eq, torch.ne, torch.lt, torch.gt,
-    ], elementwise)
-    _reg(FUNCTION_HANDLERS, [torch.mean, torch.sum, torch.amax, torch.amin, torch.max, torch.min,
-                             torch.std, torch.var, torch.logsumexp, torch.prod, torch.norm], reduction)
+    _reg(
+        FUNCTION_HANDLERS,
+        [
+            F.relu,
+            F.relu_,
+            F.relu6,
+            F.silu,
+            F.gelu,
+            F.hardswish,
+            F.hardsigmoid,
+            F.sigmoid,
+            F.tanh,
+            F.leaky_relu,
+            F.elu,
+            F.selu,
+            F.celu,
+            F.mish,
+            F.softplus,
+            F.hardtanh,
+            F.logsigmoid,
+            F.dropout,
+            F.dropout1d,
+            F.dropout2d,
+            F.dropout3d,
+            F.alpha_dropout,
+            F.feature_alpha_dropout,
+            F.max_pool1d,
+            F.max_pool2d,
+            F.max_pool3d,
+            F.avg_pool1d,
+            F.avg_pool2d,
+            F.avg_pool3d,
+            F.adaptive_avg_pool1d,
+            F.adaptive_avg_pool2d,
+            F.adaptive_avg_pool3d,
+            F.adaptive_max_pool1d,
+            F.adaptive_max_pool2d,
+            F.adaptive_max_pool3d,
+            F.lp_pool2d,
+            F.interpolate,
+            F.upsample,
+            F.softmax,
+            F.log_softmax,
+            F.normalize,
+            F.local_response_norm,
+            torch.relu,
+            torch.relu_,
+            torch.sigmoid,
+            torch.tanh,
+            torch.exp,
+            torch.log,
+            torch.abs,
+            torch.neg,
+            torch.sqrt,
+            torch.rsqrt,
+            torch.erf,
+            torch.clamp,
+            torch.clip,
+            torch.softmax,
+            torch.log_softmax,
+            torch.sign,
+            torch.square,
+            torch.reciprocal,
+            torch.nan_to_num,
+            torch.zeros_like,
+            torch.ones_like,
+            torch.empty_like,
+            torch.full_like,
+            torch.rand_like,
+            torch.randn_like,
+            operator.neg,
+            operator.pos,
+            abs,
+        ],
+        passthrough,
+    )
+    _reg(
+        FUNCTION_HANDLERS,
+        [
+            operator.add,
+            operator.iadd,
+            operator.sub,
+            operator.isub,
+            operator.mul,
+            operator.imul,
+            operator.truediv,
+            operator.itruediv,
+            operator.floordiv,
+            operator.pow,
+            operator.mod,
+            operator.eq,
+            operator.ne,
+            operator.lt,
+            operator.le,
+            operator.gt,
+            operator.ge,
+            operator.and_,
+            operator.or_,
+            operator.xor,
+            torch.add,
+            torch.sub,
+            torch.subtract,
+            torch.mul,
+            torch.multiply,
+            torch.div,
+            torch.divide,
+            torch.true_divide,
+            torch.pow,
+            torch.maximum,
+            torch.minimum,
+            torch.where,
+            torch.addcmul,
+            torch.addcdiv,
+            torch.lerp,
+            torch.masked_fill,
+            torch.eq,
+            torch.ne,
+            torch.lt,
+            torch.gt,
+        ],
+        elementwise,
+    )
+    _reg(
+        FUNCTION_HANDLERS,
+        [
+            torch.mean,
+            torch.sum,
+            torch.amax,
+            torch.amin,
+            torch.max,
+            torch.min,
+            torch.std,
+            torch.var,
+            torch.logsumexp,
+            torch.prod,
+            torch.norm,
+        ],
+        reduction,
+    )
     _reg(FUNCTION_HANDLERS, [torch.cat, torch.concat, torch.concatenate], cat)
     FUNCTION_HANDLERS[torch.stack] = stack
     _reg(FUNCTION_HANDLERS, [torch.split, torch.chunk, torch.tensor_split], split)
@@ -968,23 +1173,106 @@ def _register_builtins() -> None:
     FUNCTION_HANDLERS[F.pad] = pad
     FUNCTION_HANDLERS[torch._assert] = non_tensor
 
-    _reg(METHOD_HANDLERS, [
-        "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "exp", "log", "abs", "neg", "sqrt", "rsqrt",
-        "clamp", "clamp_", "clamp_min", "clamp_max", "clip", "softmax", "log_softmax", "square", "sign",
-        "erf", "reciprocal", "zero_", "fill_", "normal_", "uniform_", "hardtanh", "hardtanh_",
-    ], passthrough)
-    _reg(METHOD_HANDLERS, ["contiguous", "clone", "float", "half", "double", "bfloat16", "to", "type",
-                           "type_as", "detach", "cpu", "cuda", "requires_grad_"], param_passthrough)
-    _reg(METHOD_HANDLERS, [
-        "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "truediv", "pow", "pow_", "maximum",
-        "minimum", "masked_fill", "masked_fill_", "where", "addcmul", "addcdiv", "lerp", "eq", "ne", "lt",
-        "gt", "le", "ge", "__add__", "__mul__", "__sub__", "__truediv__",
-    ], elementwise)
-    _reg(METHOD_HANDLERS, ["mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp", "prod",
-                           "norm"], reduction)
+    _reg(
+        METHOD_HANDLERS,
+        [
+            "relu",
+            "relu_",
+            "sigmoid",
+            "sigmoid_",
+            "tanh",
+            "tanh_",
+            "exp",
+            "log",
+            "abs",
+            "neg",
+            "sqrt",
+            "rsqrt",
+            "clamp",
+            "clamp_",
+            "clamp_min",
+            "clamp_max",
+            "clip",
+            "softmax",
+            "log_softmax",
+            "square",
+            "sign",
+            "erf",
+            "reciprocal",
+            "zero_",
+            "fill_",
+            "normal_",
+            "uniform_",
+            "hardtanh",
+            "hardtanh_",
+        ],
+        passthrough,
+    )
+    _reg(
+        METHOD_HANDLERS,
+        [
+            "contiguous",
+            "clone",
+            "float",
+            "half",
+            "double",
+            "bfloat16",
+            "to",
+            "type",
+            "type_as",
+            "detach",
+            "cpu",
+            "cuda",
+            "requires_grad_",
+        ],
+        param_passthrough,
+    )
+    _reg(
+        METHOD_HANDLERS,
+        [
+            "add",
+            "add_",
+            "sub",
+            "sub_",
+            "mul",
+            "mul_",
+            "div",
+            "div_",
+            "truediv",
+            "pow",
+            "pow_",
+            "maximum",
+            "minimum",
+            "masked_fill",
+            "masked_fill_",
+            "where",
+            "addcmul",
+            "addcdiv",
+            "lerp",
+            "eq",
+            "ne",
+            "lt",
+            "gt",
+            "le",
+            "ge",
+            "__add__",
+            "__mul__",
+            "__sub__",
+            "__truediv__",
+        ],
+        elementwise,
+    )
+    _reg(
+        METHOD_HANDLERS,
+        ["mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp", "prod", "norm"],
+        reduction,
+    )
     METHOD_HANDLERS["size"] = size
-    _reg(METHOD_HANDLERS, ["dim", "numel", "nelement", "element_size", "get_device", "stride",
-                           "tolist", "item", "is_contiguous"], non_tensor)
+    _reg(
+        METHOD_HANDLERS,
+        ["dim", "numel", "nelement", "element_size", "get_device", "stride", "tolist", "item", "is_contiguous"],
+        non_tensor,
+    )
     _reg(METHOD_HANDLERS, ["view", "reshape"], view_method)
     METHOD_HANDLERS["flatten"] = flatten_op
     METHOD_HANDLERS["unflatten"] = unflatten_op
@@ -1023,7 +1311,8 @@ def _register_torchvision() -> None:
     FUNCTION_HANDLERS[swin_transformer._patch_merging_pad] = _patch_merging_pad
     FUNCTION_HANDLERS[swin_transformer._get_relative_position_bias] = non_tensor
     FUNCTION_HANDLERS[swin_transformer.shifted_window_attention] = lambda b, node: b.opaque(
-        node, f"{b.where(node)}: the width of shifted-window attention is tied to its heads")
+        node, f"{b.where(node)}: the width of shifted-window attention is tied to its heads"
+    )
 
 
 def _patch_merging_pad(b: GraphBuilder, node: fx.Node) -> Value:

@@ -30,8 +30,7 @@ class MaskReport:
 def prunable_layers(model: nn.Module, ignore: frozenset[str] = frozenset()) -> dict[str, nn.Module]:
     """Conv2d and Linear layers by path, minus ``ignore``."""
     return {
-        path: m for path, m in model.named_modules()
-        if isinstance(m, (nn.Conv2d, nn.Linear)) and path not in ignore
+        path: m for path, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and path not in ignore
     }
 
 
@@ -82,9 +81,18 @@ def check_nm(weight: torch.Tensor, n: int = 2, m: int = 4) -> bool:
     return bool((runs.sum(-1) <= n).all())
 
 
-def make_masks(model: nn.Module, pattern: str, sparsity: float = 0.5, n: int = 2, m: int = 4,
-               ignore: frozenset[str] = frozenset(), *, block: int = 4, banks: int | None = None,
-               bank_size: int | None = None) -> tuple[dict[str, torch.Tensor], list[MaskReport]]:
+def make_masks(
+    model: nn.Module,
+    pattern: str,
+    sparsity: float = 0.5,
+    n: int = 2,
+    m: int = 4,
+    ignore: frozenset[str] = frozenset(),
+    *,
+    block: int = 4,
+    banks: int | None = None,
+    bank_size: int | None = None,
+) -> tuple[dict[str, torch.Tensor], list[MaskReport]]:
     """Masks for every prunable layer, and a per-layer report (skipped layers say why).
 
     Args:
@@ -243,8 +251,9 @@ def bank_eligible(weight: torch.Tensor, banks: int | None = None, bank_size: int
     return None
 
 
-def bank_balanced_mask(weight: torch.Tensor, sparsity: float, banks: int | None = None,
-                       bank_size: int | None = None) -> torch.Tensor:
+def bank_balanced_mask(
+    weight: torch.Tensor, sparsity: float, banks: int | None = None, bank_size: int | None = None
+) -> torch.Tensor:
     """Bank-balanced pruning (Cao et al., FPGA'19, Algorithm 1).
 
     Every row of the GEMM view is split into equal banks; inside each bank the smallest weights
@@ -329,8 +338,17 @@ def validate_nm(model: nn.Module, n: int = 2, m: int = 4, ignore: frozenset[str]
     return checks
 
 
-def layer_mask(weight: torch.Tensor, pattern: str, sparsity: float, *, n: int = 2, m: int = 4,
-               block: int = DEFAULT_BLOCK, banks: int | None = None, bank_size: int | None = None) -> torch.Tensor:
+def layer_mask(
+    weight: torch.Tensor,
+    pattern: str,
+    sparsity: float,
+    *,
+    n: int = 2,
+    m: int = 4,
+    block: int = DEFAULT_BLOCK,
+    banks: int | None = None,
+    bank_size: int | None = None,
+) -> torch.Tensor:
     """The mask of one weight for any mask pattern in :data:`MASK_PATTERNS`.
 
     Raises:

@@ -223,8 +223,9 @@ def _scored_consumers(model: nn.Module, group: Group, m: int, ignore: frozenset[
     return found
 
 
-def search_group_order(model: nn.Module, group: Group, n: int, m: int, ignore: frozenset[str] = frozenset(),
-                       max_swaps: int | None = None) -> tuple[list[int], int, float]:
+def search_group_order(
+    model: nn.Module, group: Group, n: int, m: int, ignore: frozenset[str] = frozenset(), max_swaps: int | None = None
+) -> tuple[list[int], int, float]:
     """Greedy channel-swap search for one group: (order, swaps applied, kept-magnitude gain)."""
     modules = dict(model.named_modules())
     consumers = [(_consumer_matrix(modules[path]), cols) for path, cols in _scored_consumers(model, group, m, ignore)]
@@ -251,8 +252,14 @@ def search_group_order(model: nn.Module, group: Group, n: int, m: int, ignore: f
     return order, swaps, gained
 
 
-def permute_for_nm(model: nn.Module, input_shape: tuple[int, ...], n: int = 2, m: int = 4,
-                   ignore: frozenset[str] = frozenset(), max_swaps: int | None = None) -> PermutationResult:
+def permute_for_nm(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    n: int = 2,
+    m: int = 4,
+    ignore: frozenset[str] = frozenset(),
+    max_swaps: int | None = None,
+) -> PermutationResult:
     """Permute a copy of ``model`` so that an N:M mask keeps more magnitude; the input is untouched.
 
     Args:
@@ -275,14 +282,30 @@ def permute_for_nm(model: nn.Module, input_shape: tuple[int, ...], n: int = 2, m
             continue
         why = permutable(permuted, group)
         if why:
-            report.append({"group": group.id, "size": group.size, "swaps": 0, "kept_gain": 0.0,
-                           "consumers": consumers, "skipped": why})
+            report.append(
+                {
+                    "group": group.id,
+                    "size": group.size,
+                    "swaps": 0,
+                    "kept_gain": 0.0,
+                    "consumers": consumers,
+                    "skipped": why,
+                }
+            )
             continue
         order, swaps, gained = search_group_order(permuted, group, n, m, ignore, max_swaps)
         if swaps:
             apply_group_permutation(permuted, group, order)
-        report.append({"group": group.id, "size": group.size, "swaps": swaps, "kept_gain": gained,
-                       "consumers": consumers, "skipped": None})
+        report.append(
+            {
+                "group": group.id,
+                "size": group.size,
+                "swaps": swaps,
+                "kept_gain": gained,
+                "consumers": consumers,
+                "skipped": None,
+            }
+        )
     after = nm_kept_magnitude(permuted, n, m, ignore)
     with torch.no_grad():
         probe = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))

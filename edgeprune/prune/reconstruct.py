@@ -67,8 +67,17 @@ def half_threshold_scalar(w: float, threshold: float) -> float:
     return 2 / 3 * w * (1 + math.cos(2 * math.pi / 3 - 2 / 3 * phi))
 
 
-def lasso_cd(x: np.ndarray, y: np.ndarray, alpha: float, *, penalty: str = "l1", beta0: np.ndarray | None = None,
-             max_iter: int = 1000, tol: float = 1e-8, gram: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+def lasso_cd(
+    x: np.ndarray,
+    y: np.ndarray,
+    alpha: float,
+    *,
+    penalty: str = "l1",
+    beta0: np.ndarray | None = None,
+    max_iter: int = 1000,
+    tol: float = 1e-8,
+    gram: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """Coordinate descent for ``min 1/(2n) ||y - x beta||^2 + alpha P(beta)`` (scikit-learn's Lasso objective).
 
     Each coordinate has a closed form: with ``r_j = (x_j^T y - sum_{k != j} x_j^T x_k beta_k) / n``
@@ -151,8 +160,16 @@ def omp(x: np.ndarray, y: np.ndarray, k: int, gram: tuple[np.ndarray, np.ndarray
     return beta
 
 
-def select_by_penalty(x: np.ndarray, y: np.ndarray, keep: int, *, penalty: str = "l1", solver: str = "cd",
-                      steps: int = 40, standardize: bool = False) -> tuple[list[int], np.ndarray, float]:
+def select_by_penalty(
+    x: np.ndarray,
+    y: np.ndarray,
+    keep: int,
+    *,
+    penalty: str = "l1",
+    solver: str = "cd",
+    steps: int = 40,
+    standardize: bool = False,
+) -> tuple[list[int], np.ndarray, float]:
     """Search the penalty weight until ``keep`` coefficients are non-zero; return the ``keep`` largest.
 
     By default the columns are used as they are, as in He et al.'s code: every channel's current
@@ -205,8 +222,9 @@ def select_by_penalty(x: np.ndarray, y: np.ndarray, keep: int, *, penalty: str =
 
 
 # -- sampling a layer --------------------------------------------------------------------------
-def capture_io(model: nn.Module, path: str, x: torch.Tensor,
-               batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+def capture_io(
+    model: nn.Module, path: str, x: torch.Tensor, batch_size: int = 128
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The input and output of module ``path`` when ``model`` runs on ``x`` (eval mode)."""
     module = dict(model.named_modules())[path]
     inputs, outputs = [], []
@@ -221,15 +239,16 @@ def capture_io(model: nn.Module, path: str, x: torch.Tensor,
     try:
         with torch.no_grad():
             for start in range(0, len(x), batch_size):
-                model(x[start:start + batch_size])
+                model(x[start : start + batch_size])
     finally:
         handle.remove()
         model.train(was_training)
     return torch.cat(inputs), torch.cat(outputs)
 
 
-def layer_samples(module: nn.Module, x_in: torch.Tensor, y_out: torch.Tensor, points_per_image: int,
-                  seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def layer_samples(
+    module: nn.Module, x_in: torch.Tensor, y_out: torch.Tensor, points_per_image: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sampled im2col rows and outputs: patches ``[M, C, K]`` (K = kh*kw) and targets ``[M, O]`` (bias removed).
 
     For a Linear layer every sample is one row and K = 1 (a channel is one input feature).
@@ -238,8 +257,9 @@ def layer_samples(module: nn.Module, x_in: torch.Tensor, y_out: torch.Tensor, po
         if module.groups != 1:
             raise PruneError("grouped convolutions are not reconstructed")
         assert isinstance(module.padding, tuple)
-        cols = F.unfold(x_in, module.kernel_size, dilation=module.dilation, padding=module.padding,
-                        stride=module.stride)  # [N, C*K, L]
+        cols = F.unfold(
+            x_in, module.kernel_size, dilation=module.dilation, padding=module.padding, stride=module.stride
+        )  # [N, C*K, L]
         n, _, positions = cols.shape
         k = module.kernel_size[0] * module.kernel_size[1]
         generator = torch.Generator().manual_seed(seed)
@@ -323,8 +343,9 @@ class ReconstructResult:
     layers: list[dict[str, Any]]
 
 
-def reconstructable_groups(model: nn.Module, groups: list[Group], ignore: frozenset[str] = frozenset()) -> list[
-        tuple[Group, str]]:
+def reconstructable_groups(
+    model: nn.Module, groups: list[Group], ignore: frozenset[str] = frozenset()
+) -> list[tuple[Group, str]]:
     """(group, its single consumer) for every group this method can prune, in forward order."""
     modules = dict(model.named_modules())
     order = {path: i for i, path in enumerate(modules)}
@@ -346,8 +367,14 @@ def reconstructable_groups(model: nn.Module, groups: list[Group], ignore: frozen
     return sorted(found, key=lambda item: order[item[1]])
 
 
-def _select(cfg: ReconstructConfig, modules: dict[str, nn.Module], group: Group, z: torch.Tensor,
-            targets: torch.Tensor, keep: int) -> tuple[list[int], float | None]:
+def _select(
+    cfg: ReconstructConfig,
+    modules: dict[str, nn.Module],
+    group: Group,
+    z: torch.Tensor,
+    targets: torch.Tensor,
+    keep: int,
+) -> tuple[list[int], float | None]:
     if cfg.selector == "magnitude":
         scores = get_criterion("l1")(modules, group, {"seed": cfg.seed})
         return sorted(torch.argsort(scores, descending=True, stable=True)[:keep].tolist()), None
@@ -363,8 +390,9 @@ def _select(cfg: ReconstructConfig, modules: dict[str, nn.Module], group: Group,
 
 
 @torch.no_grad()
-def reconstruct_channels(model: nn.Module, input_shape: tuple[int, ...], calibration: torch.Tensor,
-                         config: ReconstructConfig) -> ReconstructResult:
+def reconstruct_channels(
+    model: nn.Module, input_shape: tuple[int, ...], calibration: torch.Tensor, config: ReconstructConfig
+) -> ReconstructResult:
     """Prune every reconstructable group of a copy of ``model`` by ``config``; the input is untouched.
 
     Args:
@@ -414,10 +442,20 @@ def reconstruct_channels(model: nn.Module, input_shape: tuple[int, ...], calibra
         full_view[:, columns] = kept_w.to(full.dtype)
         dict(working.named_modules())[consumer].weight.copy_(full)  # type: ignore[operator]
         keep[group.id] = chosen
-        report.append({"group": group.id, "consumer": consumer, "producers": [m.module for m in group.producers],
-                       "channels": group.size, "kept": count, "selected": chosen, "alpha": alpha,
-                       "error_dense_input": error_before, "relative_error": error,
-                       "samples": int(patches.shape[0])})
+        report.append(
+            {
+                "group": group.id,
+                "consumer": consumer,
+                "producers": [m.module for m in group.producers],
+                "channels": group.size,
+                "kept": count,
+                "selected": chosen,
+                "alpha": alpha,
+                "error_dense_input": error_before,
+                "relative_error": error,
+                "samples": int(patches.shape[0]),
+            }
+        )
     plan = plan_from_groups(original, groups, keep)
     pruned = apply_structural(copy.deepcopy(working), plan).eval()
     return ReconstructResult(pruned, plan, report)

@@ -142,8 +142,12 @@ def conv_bn_pairs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, s
         if node.op != "call_module" or not isinstance(modules[str(node.target)], (nn.BatchNorm1d, nn.BatchNorm2d)):
             continue
         source = node.args[0]
-        if (isinstance(source, fx.Node) and source.op == "call_module" and len(source.users) == 1
-                and isinstance(modules[str(source.target)], (nn.Conv2d, nn.Linear))):
+        if (
+            isinstance(source, fx.Node)
+            and source.op == "call_module"
+            and len(source.users) == 1
+            and isinstance(modules[str(source.target)], (nn.Conv2d, nn.Linear))
+        ):
             pairs[str(source.target)] = str(node.target)
     return pairs
 
@@ -190,8 +194,9 @@ class Regularizer:
         modules = dict(model.named_modules())
         self.norms: dict[str, nn.Module] = {}  # layer -> the BatchNorm right after it
         if config.kind == "group-lasso":
-            self.norms = {conv: modules[bn] for conv, bn in conv_bn_pairs(model, input_shape).items()
-                          if conv in self.layers}
+            self.norms = {
+                conv: modules[bn] for conv, bn in conv_bn_pairs(model, input_shape).items() if conv in self.layers
+            }
         self.bns = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
 
     def penalty(self) -> torch.Tensor:
@@ -250,8 +255,9 @@ class Regularizer:
                     w.mul_(before / after)  # BatchNorm makes the layer's scale free: keep it, move only its shape
                 self._follow_scale(path, w.detach().flatten(1).norm(dim=1) / filters_before.clamp_min(1e-30))
 
-    def _group_norms(self, path: str, w: torch.Tensor,
-                     grouping: str) -> tuple[torch.Tensor, int, nn.Module | None, list[int]]:
+    def _group_norms(
+        self, path: str, w: torch.Tensor, grouping: str
+    ) -> tuple[torch.Tensor, int, nn.Module | None, list[int]]:
         """Each group's norm (in units of the layer's RMS weight when ``relative``), its size, its BN."""
         groups, shape = group_view(w, grouping)
         scale = float(w.detach().pow(2).mean().sqrt()) if self._relative(path) else 1.0
@@ -309,15 +315,16 @@ def train_regularized(
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = (len(x) + config.batch_size - 1) // config.batch_size
     total = max(1, steps_per_epoch * config.epochs)
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                          weight_decay=config.weight_decay, nesterov=True)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True
+    )
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, pct_start=0.15)
     model.train()
     step = 0
     for _ in range(config.epochs):
         order = torch.randperm(len(x), generator=generator)
         for start in range(0, len(x), config.batch_size):
-            idx = order[start:start + config.batch_size]
+            idx = order[start : start + config.batch_size]
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -343,13 +350,15 @@ def structure_report(model: nn.Module, ignore: frozenset[str] = frozenset()) -> 
         assert isinstance(weight, torch.Tensor)
         nz = gemm_view(weight.detach()) != 0
         channels = as_4d(weight.detach() != 0).any(-1).any(-1).any(0)
-        rows.append({
-            "module": path,
-            "weight_sparsity": 1 - float(nz.float().mean()),
-            "row_sparsity": 1 - float(nz.any(1).float().mean()),
-            "column_sparsity": 1 - float(nz.any(0).float().mean()),
-            "channel_sparsity": 1 - float(channels.float().mean()),
-        })
+        rows.append(
+            {
+                "module": path,
+                "weight_sparsity": 1 - float(nz.float().mean()),
+                "row_sparsity": 1 - float(nz.any(1).float().mean()),
+                "column_sparsity": 1 - float(nz.any(0).float().mean()),
+                "channel_sparsity": 1 - float(channels.float().mean()),
+            }
+        )
     return rows
 
 
@@ -369,11 +378,11 @@ def _place_slice(module: nn.Module, kind: str, index: int, expand: int) -> list[
     weight = module.weight
     assert isinstance(weight, torch.Tensor)
     if kind == "in":
-        return [weight.detach()[:, index:index + expand]]
+        return [weight.detach()[:, index : index + expand]]
     tensors = [weight.detach()[index]]
     bias = getattr(module, "bias", None)
     if isinstance(bias, torch.Tensor):
-        tensors.append(bias.detach()[index:index + 1])
+        tensors.append(bias.detach()[index : index + 1])
     return tensors
 
 
@@ -421,12 +430,20 @@ def dead_channels(modules: dict[str, nn.Module], group: Group, tol: float = 0.0)
     for c, places in enumerate(group.channels):
         consumers = [p for p in places if p.kind == "in"]
         unread = bool(consumers) and all(
-            float(t.abs().max()) <= tol for p in consumers for t in _place_slice(modules[p.module], "in", p.index,
-                                                                                  p.expand))
+            float(t.abs().max()) <= tol
+            for p in consumers
+            for t in _place_slice(modules[p.module], "in", p.index, p.expand)
+        )
         producers = [p for p in places if p.kind in ("out", "dw")]
-        unproduced = bool(producers) and all(
-            float(t.abs().max()) <= tol for p in producers for t in _place_slice(modules[p.module], p.kind, p.index, 1)
-        ) and all(abs(_norm_constant(modules[p.module], p.index)) <= tol for p in places if p.kind == "norm")
+        unproduced = (
+            bool(producers)
+            and all(
+                float(t.abs().max()) <= tol
+                for p in producers
+                for t in _place_slice(modules[p.module], p.kind, p.index, 1)
+            )
+            and all(abs(_norm_constant(modules[p.module], p.index)) <= tol for p in places if p.kind == "norm")
+        )
         if unread or unproduced:
             dead.append(c)
     return dead
@@ -457,11 +474,20 @@ def remove_zero_channels(
         if not kept:  # a group cannot vanish: keep its first channel (it contributes nothing anyway)
             kept = [0]
         keep[group.id] = kept
-        removed.append({"group": group.id, "size": group.size, "removed": group.size - len(kept),
-                        "producers": [m.module for m in group.producers]})
+        removed.append(
+            {
+                "group": group.id,
+                "size": group.size,
+                "removed": group.size - len(kept),
+                "producers": [m.module for m in group.producers],
+            }
+        )
     plan = plan_from_groups(model, groups, keep) if keep else []
     pruned = apply_structural(copy.deepcopy(model), plan).eval()
     probe = torch.randn(4, *input_shape, generator=torch.Generator().manual_seed(0))
     diff = float((pruned(probe) - model(probe)).abs().max())
-    return pruned, plan, {"groups": removed, "channels_removed": sum(r["removed"] for r in removed),
-                          "max_output_diff": diff}
+    return (
+        pruned,
+        plan,
+        {"groups": removed, "channels_removed": sum(r["removed"] for r in removed), "max_output_diff": diff},
+    )

@@ -33,8 +33,9 @@ FinetuneFn = Callable[[nn.Module, dict[str, torch.Tensor]], None]
 EvaluateFn = Callable[[nn.Module], float]
 
 
-def cubic_sparsity(step: float, final_sparsity: float, begin_step: float, end_step: float,
-                   initial_sparsity: float = 0.0) -> float:
+def cubic_sparsity(
+    step: float, final_sparsity: float, begin_step: float, end_step: float, initial_sparsity: float = 0.0
+) -> float:
     """Zhu and Gupta's sparsity at ``step``: ``initial`` up to ``begin_step``, ``final`` from ``end_step`` on.
 
     Raises:
@@ -47,7 +48,7 @@ def cubic_sparsity(step: float, final_sparsity: float, begin_step: float, end_st
     if step >= end_step:
         return final_sparsity
     remaining = 1.0 - (step - begin_step) / (end_step - begin_step)
-    return final_sparsity + (initial_sparsity - final_sparsity) * remaining ** 3
+    return final_sparsity + (initial_sparsity - final_sparsity) * remaining**3
 
 
 def cubic_schedule(final_sparsity: float, steps: int, initial_sparsity: float = 0.0) -> list[float]:
@@ -86,9 +87,17 @@ class ScheduleResult:
         return accepted[-1] if accepted else 0.0
 
 
-def gradual_prune(model: nn.Module, sparsities: list[float], mask_fn: MaskFn, finetune: FinetuneFn,
-                  evaluate: EvaluateFn | None = None, *, tolerance: float | None = None,
-                  reference_accuracy: float | None = None, recovery_rounds: int = 1) -> ScheduleResult:
+def gradual_prune(
+    model: nn.Module,
+    sparsities: list[float],
+    mask_fn: MaskFn,
+    finetune: FinetuneFn,
+    evaluate: EvaluateFn | None = None,
+    *,
+    tolerance: float | None = None,
+    reference_accuracy: float | None = None,
+    recovery_rounds: int = 1,
+) -> ScheduleResult:
     """Prune ``model`` in place through ``sparsities``, fine-tuning after each step.
 
     Masks only grow: each step's mask is ANDed with the previous one, so a weight once pruned
@@ -124,22 +133,32 @@ def gradual_prune(model: nn.Module, sparsities: list[float], mask_fn: MaskFn, fi
         finetune(model, step_masks)
         accuracy = evaluate(model) if evaluate is not None else None
         rounds = 0
-        while (tolerance is not None and accuracy is not None and reference_accuracy is not None
-               and accuracy < reference_accuracy - tolerance and rounds < recovery_rounds):
+        while (
+            tolerance is not None
+            and accuracy is not None
+            and reference_accuracy is not None
+            and accuracy < reference_accuracy - tolerance
+            and rounds < recovery_rounds
+        ):
             finetune(model, step_masks)
             assert evaluate is not None
             accuracy = evaluate(model)
             rounds += 1
-        record = {"step": step, "sparsity": sparsity, "accuracy": accuracy, "recovery_rounds": rounds,
-                  "accepted": True}
-        if (tolerance is not None and accuracy is not None and reference_accuracy is not None
-                and accuracy < reference_accuracy - tolerance):
+        record = {"step": step, "sparsity": sparsity, "accuracy": accuracy, "recovery_rounds": rounds, "accepted": True}
+        if (
+            tolerance is not None
+            and accuracy is not None
+            and reference_accuracy is not None
+            and accuracy < reference_accuracy - tolerance
+        ):
             record["accepted"] = False
             result.history.append(record)
             model.load_state_dict(accepted_state)
-            result.withdrawn = (f"step {step} (sparsity {sparsity:.1%}) reached accuracy {accuracy:.2%}, more than "
-                                f"{tolerance:.2%} below {reference_accuracy:.2%} after {rounds} recovery "
-                                "round(s): withdrawn, pruning stopped")
+            result.withdrawn = (
+                f"step {step} (sparsity {sparsity:.1%}) reached accuracy {accuracy:.2%}, more than "
+                f"{tolerance:.2%} below {reference_accuracy:.2%} after {rounds} recovery "
+                "round(s): withdrawn, pruning stopped"
+            )
             break
         result.history.append(record)
         masks = step_masks

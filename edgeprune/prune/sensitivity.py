@@ -28,9 +28,16 @@ DEFAULT_SPARSITIES = (0.25, 0.5, 0.75, 0.9)
 
 
 @torch.no_grad()
-def layer_sensitivity(model: nn.Module, input_shape: tuple[int, ...], evaluate: Callable[[nn.Module], float], *,
-                      pattern: str = "unstructured", sparsities: Sequence[float] = DEFAULT_SPARSITIES,
-                      ignore: frozenset[str] = frozenset(), **mask_options: Any) -> list[dict[str, Any]]:
+def layer_sensitivity(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    evaluate: Callable[[nn.Module], float],
+    *,
+    pattern: str = "unstructured",
+    sparsities: Sequence[float] = DEFAULT_SPARSITIES,
+    ignore: frozenset[str] = frozenset(),
+    **mask_options: Any,
+) -> list[dict[str, Any]]:
     """Accuracy with one layer (or channel group) pruned at each sparsity; the model is restored after.
 
     Args:
@@ -61,11 +68,19 @@ def layer_sensitivity(model: nn.Module, input_shape: tuple[int, ...], evaluate: 
             name = "+".join(m.module for m in group.producers)
             for sparsity in sparsities:
                 keep = max(1, int(round(group.size * (1 - sparsity))))
-                pruned = apply_structural(copy.deepcopy(model),
-                                          plan_from_groups(model, groups, {group.id: sorted(order[:keep].tolist())}))
+                pruned = apply_structural(
+                    copy.deepcopy(model), plan_from_groups(model, groups, {group.id: sorted(order[:keep].tolist())})
+                )
                 accuracy = evaluate(pruned)
-                rows.append({"layer": name, "sparsity": sparsity, "accuracy": accuracy, "baseline": baseline,
-                             "drop": baseline - accuracy})
+                rows.append(
+                    {
+                        "layer": name,
+                        "sparsity": sparsity,
+                        "accuracy": accuracy,
+                        "baseline": baseline,
+                        "drop": baseline - accuracy,
+                    }
+                )
         return rows
     if pattern not in MASK_PATTERNS:
         raise UsageError(f"unknown pattern '{pattern}': channel or one of {', '.join(MASK_PATTERNS)}")
@@ -83,8 +98,15 @@ def layer_sensitivity(model: nn.Module, input_shape: tuple[int, ...], evaluate: 
             weight.mul_(layer_mask(weight, pattern, sparsity, **mask_options).to(weight.dtype))
             accuracy = evaluate(model)
             weight.copy_(saved)
-            rows.append({"layer": path, "sparsity": sparsity, "accuracy": accuracy, "baseline": baseline,
-                         "drop": baseline - accuracy})
+            rows.append(
+                {
+                    "layer": path,
+                    "sparsity": sparsity,
+                    "accuracy": accuracy,
+                    "baseline": baseline,
+                    "drop": baseline - accuracy,
+                }
+            )
     return rows
 
 
@@ -94,8 +116,7 @@ def sensitivity_markdown(rows: list[dict[str, Any]]) -> str:
     layers = list(dict.fromkeys(r["layer"] for r in rows))
     acc = {(r["layer"], r["sparsity"]): r["accuracy"] for r in rows}
     baseline = rows[0]["baseline"] if rows else None
-    lines = ["| layer | " + " | ".join(f"{s:.0%}" for s in levels) + " |",
-             "|---|" + "---:|" * len(levels)]
+    lines = ["| layer | " + " | ".join(f"{s:.0%}" for s in levels) + " |", "|---|" + "---:|" * len(levels)]
     for layer in layers:
         cells = [f"{100 * acc[(layer, s)]:.1f}" if (layer, s) in acc else "–" for s in levels]
         lines.append(f"| {layer} | " + " | ".join(cells) + " |")

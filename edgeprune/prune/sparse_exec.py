@@ -132,6 +132,7 @@ def _layer_inputs(model: nn.Module, example: torch.Tensor, paths: list[str]) -> 
     def recorder(path: str) -> Callable[[nn.Module, Any, Any], None]:
         def record(_module: nn.Module, args: Any, _output: Any) -> None:
             seen.setdefault(path, args[0].detach().clone())
+
         return record
 
     handles = [modules[p].register_forward_hook(recorder(p)) for p in paths]
@@ -151,9 +152,16 @@ def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
 
 
 @torch.no_grad()
-def sparsify_model(model: nn.Module, input_shape: tuple[int, ...], *, batch_size: int = 1, min_speedup: float = 1.0,
-                   min_sparsity: float = 0.0, force: bool = False,
-                   repeats: int = 30) -> tuple[nn.Module, list[dict[str, Any]]]:
+def sparsify_model(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    batch_size: int = 1,
+    min_speedup: float = 1.0,
+    min_sparsity: float = 0.0,
+    force: bool = False,
+    repeats: int = 30,
+) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Replace each sparse layer by its CSR twin where that is measured faster; the input is untouched.
 
     Args:
@@ -179,9 +187,16 @@ def sparsify_model(model: nn.Module, input_shape: tuple[int, ...], *, batch_size
         weight = layer.weight
         assert isinstance(weight, torch.Tensor)
         sparsity = 1.0 - float((weight != 0).float().mean())
-        row: dict[str, Any] = {"module": path, "sparsity": sparsity, "dense_ms": None, "csr_ms": None,
-                               "speedup": None, "theoretical": 1 / max(1e-9, 1 - sparsity), "csr": False,
-                               "reason": None}
+        row: dict[str, Any] = {
+            "module": path,
+            "sparsity": sparsity,
+            "dense_ms": None,
+            "csr_ms": None,
+            "speedup": None,
+            "theoretical": 1 / max(1e-9, 1 - sparsity),
+            "csr": False,
+            "reason": None,
+        }
         if isinstance(layer, nn.Conv2d) and layer.groups != 1:
             row["reason"] = "grouped convolution"
         elif path not in inputs:
@@ -207,8 +222,14 @@ def sparsify_model(model: nn.Module, input_shape: tuple[int, ...], *, batch_size
 
 
 @torch.no_grad()
-def crossover_table(rows: int, depth: int, columns: int, sparsities: tuple[float, ...] = (
-        0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99), repeats: int = 30, seed: int = 0) -> list[dict[str, Any]]:
+def crossover_table(
+    rows: int,
+    depth: int,
+    columns: int,
+    sparsities: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99),
+    repeats: int = 30,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
     """Dense GEMM against CSR GEMM for ``W [rows, depth] @ X [depth, columns]`` at each sparsity.
 
     For a convolution: rows = output channels, depth = C*kh*kw, columns = batch x output positions.
@@ -226,9 +247,18 @@ def crossover_table(rows: int, depth: int, columns: int, sparsities: tuple[float
         dense_ms = time_ms(partial(torch.mm, w, x), repeats)
         csr_ms = time_ms(partial(csr_matmul, w_csr, x), repeats)
         actual = 1.0 - float(mask.float().mean())
-        table.append({"rows": rows, "depth": depth, "columns": columns, "sparsity": actual,
-                      "dense_ms": dense_ms, "csr_ms": csr_ms, "measured_speedup": dense_ms / csr_ms,
-                      "theoretical_speedup": 1.0 / max(1e-9, 1.0 - actual)})
+        table.append(
+            {
+                "rows": rows,
+                "depth": depth,
+                "columns": columns,
+                "sparsity": actual,
+                "dense_ms": dense_ms,
+                "csr_ms": csr_ms,
+                "measured_speedup": dense_ms / csr_ms,
+                "theoretical_speedup": 1.0 / max(1e-9, 1.0 - actual),
+            }
+        )
     return table
 
 

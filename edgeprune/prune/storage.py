@@ -88,8 +88,7 @@ def nm_bytes(weight: torch.Tensor, n: int = 2, m: int = 4, value_bits: int = 32)
     return _bytes(kept * (value_bits + meta))
 
 
-def unit_csr_bytes(weight: torch.Tensor, unit: str, value_bits: int = 32, index_bits: int = 32,
-                   block: int = 4) -> int:
+def unit_csr_bytes(weight: torch.Tensor, unit: str, value_bits: int = 32, index_bits: int = 32, block: int = 4) -> int:
     """CSR whose entries are coarse units: ``vector`` (kernel row), ``kernel`` or ``block`` (b x b).
 
     Raises:
@@ -111,8 +110,17 @@ def unit_csr_bytes(weight: torch.Tensor, unit: str, value_bits: int = 32, index_
     raise ValueError(f"unknown unit {unit!r}: vector, kernel or block")
 
 
-def layer_storage(weight: torch.Tensor, *, value_bits: int = 32, index_bits: int = 32, banks: int | None = 4,
-                  bank_size: int | None = None, n: int = 2, m: int = 4, block: int = 4) -> dict[str, Any]:
+def layer_storage(
+    weight: torch.Tensor,
+    *,
+    value_bits: int = 32,
+    index_bits: int = 32,
+    banks: int | None = 4,
+    bank_size: int | None = None,
+    n: int = 2,
+    m: int = 4,
+    block: int = 4,
+) -> dict[str, Any]:
     """Bytes of one weight in every format of :data:`FORMATS` (None where it cannot be stored so).
 
     Returns:
@@ -123,11 +131,17 @@ def layer_storage(weight: torch.Tensor, *, value_bits: int = 32, index_bits: int
     nnz = int((weight.detach() != 0).sum())
     dense = _bytes(weight.numel() * value_bits)
     row: dict[str, Any] = {
-        "gemm_shape": [int(g.shape[0]), int(g.shape[1])], "numel": weight.numel(), "nnz": nnz,
-        "density": nnz / max(1, weight.numel()), "dense_bytes": dense,
+        "gemm_shape": [int(g.shape[0]), int(g.shape[1])],
+        "numel": weight.numel(),
+        "nnz": nnz,
+        "density": nnz / max(1, weight.numel()),
+        "dense_bytes": dense,
         "csr_bytes": csr_bytes(weight, value_bits, index_bits),
         "bitmask_bytes": bitmask_bytes(weight, value_bits),
-        "csb_bytes": None, "csb_note": None, "nm_bytes": None, "nm_note": None,
+        "csb_bytes": None,
+        "csb_note": None,
+        "nm_bytes": None,
+        "nm_note": None,
     }
     try:
         size = resolve_bank_size(g.shape[1], None if bank_size is not None else banks, bank_size)
@@ -151,9 +165,18 @@ def layer_storage(weight: torch.Tensor, *, value_bits: int = 32, index_bits: int
     return row
 
 
-def storage_table(model: nn.Module, *, value_bits: int = 32, index_bits: int = 32, banks: int | None = 4,
-                  bank_size: int | None = None, n: int = 2, m: int = 4, block: int = 4,
-                  ignore: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+def storage_table(
+    model: nn.Module,
+    *,
+    value_bits: int = 32,
+    index_bits: int = 32,
+    banks: int | None = 4,
+    bank_size: int | None = None,
+    n: int = 2,
+    m: int = 4,
+    block: int = 4,
+    ignore: frozenset[str] = frozenset(),
+) -> list[dict[str, Any]]:
     """Per Conv2d/Linear layer: bytes in every storage format, the best one, and its compression.
 
     Args:
@@ -174,8 +197,18 @@ def storage_table(model: nn.Module, *, value_bits: int = 32, index_bits: int = 3
         weight = layer.weight
         assert isinstance(weight, torch.Tensor)
         row = {"module": path, "type": type(layer).__name__}
-        row.update(layer_storage(weight, value_bits=value_bits, index_bits=index_bits, banks=banks,
-                                 bank_size=bank_size, n=n, m=m, block=block))
+        row.update(
+            layer_storage(
+                weight,
+                value_bits=value_bits,
+                index_bits=index_bits,
+                banks=banks,
+                bank_size=bank_size,
+                n=n,
+                m=m,
+                block=block,
+            )
+        )
         rows.append(row)
     return rows
 
@@ -188,8 +221,9 @@ def storage_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """
     totals: dict[str, Any] = {}
     for fmt in FORMATS:
-        totals[f"{fmt}_bytes"] = sum(r[f"{fmt}_bytes"] if r.get(f"{fmt}_bytes") is not None else r["dense_bytes"]
-                                     for r in rows)
+        totals[f"{fmt}_bytes"] = sum(
+            r[f"{fmt}_bytes"] if r.get(f"{fmt}_bytes") is not None else r["dense_bytes"] for r in rows
+        )
     totals["best_bytes"] = sum(r["best_bytes"] for r in rows)
     totals["compression"] = totals["dense_bytes"] / totals["best_bytes"] if totals["best_bytes"] else float("inf")
     return totals

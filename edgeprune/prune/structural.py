@@ -86,10 +86,12 @@ class ChannelConfig:
     def __post_init__(self) -> None:
         given = [v for v in (self.sparsity, self.target_macs, self.target_params) if v is not None]
         if len(given) > 1 or (not given and not self.layer_sparsity):
-            raise UsageError("give exactly one of sparsity, target_macs or target_params "
-                             "(or a layer_sparsity dict)")
-        for label, value in (("sparsity", self.sparsity), ("target_macs", self.target_macs),
-                             ("target_params", self.target_params)):
+            raise UsageError("give exactly one of sparsity, target_macs or target_params (or a layer_sparsity dict)")
+        for label, value in (
+            ("sparsity", self.sparsity),
+            ("target_macs", self.target_macs),
+            ("target_params", self.target_params),
+        ):
             if value is not None and not 0.0 < value < 1.0:
                 raise UsageError(f"{label} must be between 0 and 1 (exclusive), got {value}")
         for path, value in self.layer_sparsity.items():
@@ -185,8 +187,9 @@ class _CostModel:
                 out[key] = out.get(key, 0.0) + float(vector[mask].sum())
         return out
 
-    def _fractions(self, path: str, module: nn.Module,
-                   removed: Mapping[tuple[str, str, int], float]) -> tuple[float, float]:
+    def _fractions(
+        self, path: str, module: nn.Module, removed: Mapping[tuple[str, str, int], float]
+    ) -> tuple[float, float]:
         out_size = in_size = 0
         if isinstance(module, nn.modules.conv._ConvNd):
             out_size, in_size = module.out_channels, module.in_channels
@@ -244,22 +247,34 @@ def prune_channels(model: nn.Module, input_shape: tuple[int, ...], config: Chann
     fixed: list[dict[str, Any]] = []
     for group in groups:
         if group.fixed is not None:
-            fixed.append({"group": group.id, "size": group.size, "reason": group.fixed,
-                          "producers": [m.module for m in group.producers]})
+            fixed.append(
+                {
+                    "group": group.id,
+                    "size": group.size,
+                    "reason": group.fixed,
+                    "producers": [m.module for m in group.producers],
+                }
+            )
         elif group.producers and group.size > 1 and not any(_under(m.module, config.ignore) for m in group.producers):
             candidates.append(group)
     if not candidates:
         raise PruneError("no prunable channel group found (every group is fixed or ignored)")
     modules = dict(model.named_modules())
-    ctx: dict[str, Any] = {"seed": config.seed, "calibration": config.calibration, "loss_fn": config.loss_fn,
-                           "cache": {}}
+    ctx: dict[str, Any] = {
+        "seed": config.seed,
+        "calibration": config.calibration,
+        "loss_fn": config.loss_fn,
+        "cache": {},
+    }
     scores: dict[int, torch.Tensor] = {}
     with torch.no_grad():
         for g in candidates:
             score = criterion(modules, g, ctx).detach().float()
             if score.shape != (g.size,):
-                raise PruneError(f"criterion '{config.criterion}' returned {tuple(score.shape)} scores for a "
-                                 f"group of {g.size} channels")
+                raise PruneError(
+                    f"criterion '{config.criterion}' returned {tuple(score.shape)} scores for a "
+                    f"group of {g.size} channels"
+                )
             scores[g.id] = score
     ctx["cache"].clear()  # Taylor's gradients: free them before the model is copied
     order = {gid: torch.argsort(s, descending=True, stable=True) for gid, s in scores.items()}
@@ -296,6 +311,7 @@ def prune_channels(model: nn.Module, input_shape: tuple[int, ...], config: Chann
 
             def measure(ratio: float) -> float:
                 return estimator.params(estimator.removed(keep_for(ratio), sizes))
+
         target = goal / baseline
         lo, hi = 0.0, 1.0
         if measure(hi) > goal:
@@ -320,8 +336,17 @@ def prune_channels(model: nn.Module, input_shape: tuple[int, ...], config: Chann
         {"group": g.id, "size": g.size, "kept": len(keep[g.id]), "producers": [m.module for m in g.producers]}
         for g in candidates
     ]
-    return ChannelResult(pruned, plan, report, ratio, cost.macs, after.macs, estimator.params_before,
-                         sum(p.numel() for p in pruned.parameters()), fixed)
+    return ChannelResult(
+        pruned,
+        plan,
+        report,
+        ratio,
+        cost.macs,
+        after.macs,
+        estimator.params_before,
+        sum(p.numel() for p in pruned.parameters()),
+        fixed,
+    )
 
 
 def _global_order(groups: Sequence[Group], scores: Mapping[int, torch.Tensor]) -> list[tuple[float, int]]:
@@ -335,8 +360,13 @@ def _global_order(groups: Sequence[Group], scores: Mapping[int, torch.Tensor]) -
     return entries
 
 
-def _global_counts(groups: Sequence[Group], ranked: Sequence[tuple[float, int]], ratio: float,
-                   max_sparsity: float, steps: Mapping[int, int]) -> dict[int, int]:
+def _global_counts(
+    groups: Sequence[Group],
+    ranked: Sequence[tuple[float, int]],
+    ratio: float,
+    max_sparsity: float,
+    steps: Mapping[int, int],
+) -> dict[int, int]:
     """Kept counts when ``ratio`` of all channels go where the normalized scores are lowest."""
     sizes = {g.id: g.size for g in groups}
     cap = {gid: min(size - 1, int(math.floor(size * max_sparsity))) for gid, size in sizes.items()}

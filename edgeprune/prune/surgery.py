@@ -32,8 +32,9 @@ from edgeprune.prune.graph import Group
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
 
 
-def plan_from_groups(model: nn.Module, groups: Sequence[Group],
-                     keep: Mapping[int, Sequence[int]]) -> list[dict[str, Any]]:
+def plan_from_groups(
+    model: nn.Module, groups: Sequence[Group], keep: Mapping[int, Sequence[int]]
+) -> list[dict[str, Any]]:
     """Per-module slicing instructions for the kept channels of each pruned group.
 
     Args:
@@ -67,7 +68,8 @@ def plan_from_groups(model: nn.Module, groups: Sequence[Group],
                 elif place.kind == "param":
                     owner, _, attr = place.module.rpartition(".")
                     removed_param.setdefault(owner, {}).setdefault(attr, {}).setdefault(place.dim, set()).add(
-                        place.index)
+                        place.index
+                    )
     entries = []
     for path, module in model.named_modules():
         if path not in removed_out and path not in removed_in and path not in removed_param:
@@ -81,8 +83,9 @@ def plan_from_groups(model: nn.Module, groups: Sequence[Group],
             params: dict[str, dict[str, list[int]]] = {}
             for attr, dims in removed_param[path].items():
                 tensor = _tensor(module, path, attr)
-                params[attr] = {str(d): [i for i in range(tensor.shape[d]) if i not in gone]
-                                for d, gone in sorted(dims.items())}
+                params[attr] = {
+                    str(d): [i for i in range(tensor.shape[d]) if i not in gone] for d, gone in sorted(dims.items())
+                }
             entry["params"] = params
         _check(path, module, entry)
         entries.append(entry)
@@ -240,8 +243,11 @@ def _resize(module: nn.Module, entry: Mapping[str, Any]) -> None:
         if out_keep is not None:
             module.out_channels = len(out_keep)
         if in_keep is not None:
-            module.in_channels = len(in_keep) if groups == 1 else groups * len(
-                _local(in_keep, groups, module.in_channels // groups, "conv"))
+            module.in_channels = (
+                len(in_keep)
+                if groups == 1
+                else groups * len(_local(in_keep, groups, module.in_channels // groups, "conv"))
+            )
     elif isinstance(module, nn.Linear):
         if out_keep is not None:
             module.out_features = len(out_keep)

@@ -271,9 +271,7 @@ def print_comparison(comparison: Comparison, console: Console) -> None:
     if flagged:
         console.print(Text.assemble(("regression: ", "bold red"), ", ".join(flagged)), highlight=False)
     else:
-        console.print(
-            Text.assemble(("no regression", "green"), " beyond the threshold and noise"), highlight=False
-        )
+        console.print(Text.assemble(("no regression", "green"), " beyond the threshold and noise"), highlight=False)
 
 
 def write_compare(comparison: Comparison, json_path: Path, csv_path: Path | None = None) -> list[Path]:

@@ -107,10 +107,7 @@ def _table(
             for h, c in zip(headers, cells, strict=False)
         )
         body.append(f"<tr{cls}>{tds}</tr>")
-    return (
-        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table></div>"
-    )
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 def _value(key: str, value: Any) -> str:
@@ -127,9 +124,7 @@ def _value(key: str, value: Any) -> str:
 
 def _kv(mapping: dict[str, Any], skip: frozenset[str] = frozenset()) -> str:
     rows = "".join(
-        f"<tr><th>{escape(str(k))}</th><td>{_value(str(k), v)}</td></tr>"
-        for k, v in mapping.items()
-        if k not in skip
+        f"<tr><th>{escape(str(k))}</th><td>{_value(str(k), v)}</td></tr>" for k, v in mapping.items() if k not in skip
     )
     return f"<table>{rows}</table>" if rows else "<p><em>nothing recorded</em></p>"
 
@@ -164,9 +159,7 @@ def _compare_section(comparison: Comparison) -> str:
         f"when the new p50 exceeds the old by more than {comparison.threshold_pct:g}% <em>and</em> the new "
         "p50's 95% confidence interval lies wholly above the old one.</p>"
         + verdict
-        + _table(
-            COMPARE_HEADERS, [compare_cells(r) for r in comparison.rows], [r.status for r in comparison.rows]
-        )
+        + _table(COMPARE_HEADERS, [compare_cells(r) for r in comparison.rows], [r.status for r in comparison.rows])
         + extra
     )
 
@@ -229,9 +222,7 @@ def _variants_table(record: dict[str, Any]) -> str:
                 ref,
             ]
         )
-    numeric = frozenset(
-        {"params", "MACs", "weight size", "dense MACs", "effective MACs (estimate)", *estimates}
-    )
+    numeric = frozenset({"params", "MACs", "weight size", "dense MACs", "effective MACs (estimate)", *estimates})
     return _table(headers, rows, numeric=numeric)
 
 

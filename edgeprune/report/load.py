@@ -45,9 +45,7 @@ def load_record(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file; pass result records written by `edgeprune bench`") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(
-            f"{path}: cannot be read ({exc}); pass a result record written by `edgeprune bench`"
-        ) from None
+        raise UsageError(f"{path}: cannot be read ({exc}); pass a result record written by `edgeprune bench`") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -52,9 +52,7 @@ class PlotOutcome:
     reason: str | None = None
 
 
-def _figure(
-    width: float = 7.5, height: float = 4.8, ncols: int = 1, nrows: int = 1
-) -> tuple[Figure, list[Axes]]:
+def _figure(width: float = 7.5, height: float = 4.8, ncols: int = 1, nrows: int = 1) -> tuple[Figure, list[Axes]]:
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -438,8 +436,7 @@ PLOTS: tuple[PlotSpec, ...] = (
     PlotSpec(
         "latency_batch",
         "Latency and throughput against batch size",
-        "p50 latency with its bootstrap 95% confidence interval, and throughput derived from the p50 "
-        "(both measured).",
+        "p50 latency with its bootstrap 95% confidence interval, and throughput derived from the p50 (both measured).",
         _latency_batch,
     ),
     PlotSpec(

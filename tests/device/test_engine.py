@@ -340,17 +340,13 @@ def _fake_tensorrt(version: str, *, fp16_tensors: bool = False, fail: str = "") 
                 log(_Severity.ERROR, "Error Code 4: Internal Error (out of memory)")
                 return None
             log(_Severity.INFO, "(Sparsity) Layers eligible for sparse math: conv1, conv2")
-            log(
-                _Severity.INFO, "(Sparsity) TRT inference plan picked sparse implementation for layers: conv2"
-            )
+            log(_Severity.INFO, "(Sparsity) TRT inference plan picked sparse implementation for layers: conv2")
             return b"ENGINE:" + ",".join(sorted(calls["flags"])).encode()
 
     class Inspector:
         def get_engine_information(self, fmt: Any) -> str:
             assert fmt.name == "JSON"
-            layers = [
-                {"Name": "conv2", "LayerType": "CaskConvolution", "TacticName": "sm87_xmma_fprop_sparse_conv"}
-            ]
+            layers = [{"Name": "conv2", "LayerType": "CaskConvolution", "TacticName": "sm87_xmma_fprop_sparse_conv"}]
             return json.dumps({"Layers": layers, "Bindings": ["input", "logits"]})
 
     class Engine:
@@ -458,9 +454,7 @@ def test_stale_timing_cache_is_replaced(
     assert timing.read_bytes() == b"TIMING:"
 
 
-def test_parse_and_build_failures(
-    bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_cuda: None
-) -> None:
+def test_parse_and_build_failures(bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_cuda: None) -> None:
     cache = EngineCache(tmp_path / "engines")
     _install(monkeypatch, _fake_tensorrt("10.3.0.30", fail="parse"))
     with pytest.raises(EngineBuildError, match="unsupported attribute"):

@@ -58,15 +58,22 @@ def test_nvpmodel_agx_xavier_with_fan_mode() -> None:
     mode = parse_nvpmodel(fixture("nvpmodel-q-agx-xavier-nonroot.txt"))
     assert (mode.name, mode.mode_id, mode.fan_mode) == ("MODE_15W_DESKTOP", 7, "quiet")
     assert len(mode.errors) == 14 and mode.permission_denied
-    assert mode.to_dict() == {"name": "MODE_15W_DESKTOP", "id": 7, "fan_mode": "quiet",
-                              "source": "nvpmodel -q", "errors": 14}
+    assert mode.to_dict() == {
+        "name": "MODE_15W_DESKTOP",
+        "id": 7,
+        "fan_mode": "quiet",
+        "source": "nvpmodel -q",
+        "errors": 14,
+    }
 
 
 def test_nvpmodel_state_files(tmp_path: Path) -> None:
     assert parse_nvpmodel_status("pmode:0002 fmode:quiet\n") == (2, "quiet")
     assert parse_nvpmodel_status("pmode:0000") == (0, None)
-    conf = ("< PM_CONFIG DEFAULT=1 >\n< POWER_MODEL ID=0 NAME=15W >\nCPU_ONLINE CORE_0 1\n"
-            "< POWER_MODEL ID=1 NAME=25W >\n< POWER_MODEL ID=2 NAME=MAXN_SUPER >\n")
+    conf = (
+        "< PM_CONFIG DEFAULT=1 >\n< POWER_MODEL ID=0 NAME=15W >\nCPU_ONLINE CORE_0 1\n"
+        "< POWER_MODEL ID=1 NAME=25W >\n< POWER_MODEL ID=2 NAME=MAXN_SUPER >\n"
+    )
     assert parse_nvpmodel_conf(conf) == ({0: "15W", 1: "25W", 2: "MAXN_SUPER"}, 1)
     assert nvpmodel_from_root(tmp_path) is None
     write(tmp_path, "var/lib/nvpmodel/status", "pmode:0002\n")
@@ -130,15 +137,18 @@ def test_jetson_clocks_partial_paste() -> None:
 # -- sysfs ----------------------------------------------------------------------------------------
 
 
-def fake_cpu(root: Path, n: int, cur: int, lo: int, hi: int, hw: int | None = None,
-             online: str | None = None) -> None:
+def fake_cpu(root: Path, n: int, cur: int, lo: int, hi: int, hw: int | None = None, online: str | None = None) -> None:
     base = f"sys/devices/system/cpu/cpu{n}"
     if online is not None:
         write(root, f"{base}/online", online + "\n")
     if online == "0":
         return
-    for name, value in (("scaling_cur_freq", cur), ("scaling_min_freq", lo), ("scaling_max_freq", hi),
-                        ("cpuinfo_max_freq", hw or hi)):
+    for name, value in (
+        ("scaling_cur_freq", cur),
+        ("scaling_min_freq", lo),
+        ("scaling_max_freq", hi),
+        ("cpuinfo_max_freq", hw or hi),
+    ):
         write(root, f"{base}/cpufreq/{name}", f"{value}\n")
     write(root, f"{base}/cpufreq/scaling_governor", "schedutil\n")
 
@@ -166,8 +176,7 @@ def test_clocks_from_sysfs(tmp_path: Path) -> None:
 
 
 def test_thermal_zones_and_throttling(tmp_path: Path) -> None:
-    zones = [("cpu-thermal", "45500"), ("cv0-thermal", "-256000"), ("cpu-thermal", "47000"),
-             ("tj-thermal", "95250")]
+    zones = [("cpu-thermal", "45500"), ("cv0-thermal", "-256000"), ("cpu-thermal", "47000"), ("tj-thermal", "95250")]
     for i, (kind, temp) in enumerate(zones):
         write(tmp_path, f"sys/class/thermal/thermal_zone{i}/type", kind + "\n")
         write(tmp_path, f"sys/class/thermal/thermal_zone{i}/temp", temp + "\n")
@@ -181,8 +190,7 @@ def test_thermal_zones_and_throttling(tmp_path: Path) -> None:
     assert read[0].temp_c == 45.5 and read[1].temp_c is None and read[4].temp_c is None
     assert (read[3].passive_trip_c, read[3].critical_trip_c) == (95.0, 104.5)
     assert read[3].over_passive_trip and not read[0].over_passive_trip
-    assert temperatures_c(read) == {"cpu-thermal": 45.5, "cpu-thermal (thermal_zone2)": 47.0,
-                                    "tj-thermal": 95.25}
+    assert temperatures_c(read) == {"cpu-thermal": 45.5, "cpu-thermal (thermal_zone2)": 47.0, "tj-thermal": 95.25}
 
     write(tmp_path, "sys/class/thermal/cooling_device0/type", "pwm-fan\n")
     write(tmp_path, "sys/class/thermal/cooling_device0/cur_state", "3\n")
@@ -216,8 +224,11 @@ def test_cooling_device_and_capped_cpus(tmp_path: Path) -> None:
 
 def test_jetson_provenance_from_a_fake_tree(tmp_path: Path) -> None:
     assert provenance.jetson(tmp_path) is None
-    write(tmp_path, "etc/nv_tegra_release",
-          "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8\n")
+    write(
+        tmp_path,
+        "etc/nv_tegra_release",
+        "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8\n",
+    )
     board = "NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super"
     write(tmp_path, "proc/device-tree/model", board + "\x00")
     write(tmp_path, "var/lib/nvpmodel/status", "pmode:0001\n")
@@ -231,9 +242,12 @@ def test_jetson_provenance_from_a_fake_tree(tmp_path: Path) -> None:
     assert info["nvpmodel"]["name"] == "25W" and info["nvpmodel"]["id"] == 1
     assert info["jetson_clocks"]["locked"] is True
 
-    write(tmp_path, "var/lib/dpkg/status",
-          "Package: nvidia-l4t-core\nVersion: 36.4.3-20250107174145\n\n"
-          "Package: nvidia-jetpack\nStatus: install ok installed\nVersion: 6.2+b77\n\n")
+    write(
+        tmp_path,
+        "var/lib/dpkg/status",
+        "Package: nvidia-l4t-core\nVersion: 36.4.3-20250107174145\n\n"
+        "Package: nvidia-jetpack\nStatus: install ok installed\nVersion: 6.2+b77\n\n",
+    )
     assert provenance.jetpack_version(tmp_path) == ("6.2", "dpkg nvidia-jetpack")
 
 
@@ -245,8 +259,10 @@ def test_l4t_versions_and_collect(tmp_path: Path) -> None:
     assert provenance.jetpack_version(tmp_path) == (None, None)
     record = provenance.collect(tmp_path)
     assert record["jetson"]["l4t"] == "99.1.0"
-    assert record["thermal"] == {"temperatures_c": {},
-                                 "throttling": {"throttled": None, "reasons": [], "cpus_capped": []}}
+    assert record["thermal"] == {
+        "temperatures_c": {},
+        "throttling": {"throttled": None, "reasons": [], "cpus_capped": []},
+    }
 
 
 def test_run_tool() -> None:

@@ -54,10 +54,14 @@ def test_recorded_power_dict_gives_instantaneous_rails_and_named_total() -> None
 
 
 def test_power_dict_without_named_total_and_offline_rail() -> None:
-    power = {"rail": {"VDD_GPU_SOC": {"power": 2340, "avg": 1, "online": True},
-                      "VDD_CPU_CV": {"power": 390, "avg": 2, "online": True},
-                      "CV": {"power": 9, "avg": 9, "online": False}},
-             "tot": {"power": 2730, "avg": 3}}
+    power = {
+        "rail": {
+            "VDD_GPU_SOC": {"power": 2340, "avg": 1, "online": True},
+            "VDD_CPU_CV": {"power": 390, "avg": 2, "online": True},
+            "CV": {"power": 9, "avg": 9, "online": False},
+        },
+        "tot": {"power": 2730, "avg": 3},
+    }
     reading = power_from_jtop(power)
     assert reading.rails_mw == {"VDD_GPU_SOC": 2340, "VDD_CPU_CV": 390}
     assert reading.total_mw is None and reading.jtop_sum_mw == 2730

@@ -37,8 +37,13 @@ class ConstantSource:
     name = "constant"
     scope = "test rails"
 
-    def __init__(self, rails_mw: dict[str, float], rate_hz: float = 1000.0, total: str | None = None,
-                 fail_after: int | None = None) -> None:
+    def __init__(
+        self,
+        rails_mw: dict[str, float],
+        rate_hz: float = 1000.0,
+        total: str | None = None,
+        fail_after: int | None = None,
+    ) -> None:
         self.rails_mw = rails_mw
         self.rate_hz = rate_hz
         self.total = total
@@ -88,8 +93,9 @@ def test_integrate_known_curves() -> None:
         integrate_mj([0.0, 2.0, 1.0], [1.0, 1.0, 1.0])
 
 
-sorted_times = st.lists(st.floats(min_value=0.0, max_value=1e4, allow_nan=False), min_size=2, max_size=50,
-                        unique=True).map(sorted)
+sorted_times = st.lists(
+    st.floats(min_value=0.0, max_value=1e4, allow_nan=False), min_size=2, max_size=50, unique=True
+).map(sorted)
 
 
 @given(sorted_times, st.floats(min_value=0.0, max_value=1e6, allow_nan=False))
@@ -120,8 +126,9 @@ def test_integral_is_additive(times: list[float], data: st.DataObject) -> None:
 
 def test_report_gross_and_net() -> None:
     samples = constant_samples(2000.0, 2.0)
-    report = energy_report(samples, (0.5, 1.5), inferences=100, idle_mw=500.0, total_rails=["VDD_IN"],
-                           source="test", stated_rate_hz=10.0)
+    report = energy_report(
+        samples, (0.5, 1.5), inferences=100, idle_mw=500.0, total_rails=["VDD_IN"], source="test", stated_rate_hz=10.0
+    )
     assert report["reason"] is None
     assert report["rails_counted"] == ["VDD_IN"]
     assert report["window_s"] == pytest.approx(1.0)
@@ -168,8 +175,11 @@ def test_null_with_reason_instead_of_a_guess() -> None:
     single = energy_report(samples[:1], stated_rate_hz=10.0)
     assert single["energy_mj_per_inference"] is None and "run longer" in single["reason"]
     assert no_power("no power sensor on this machine") == {
-        "energy_mj_per_inference": None, "energy_mj_per_inference_net": None, "mean_power_mw": None,
-        "reason": "no power sensor on this machine"}
+        "energy_mj_per_inference": None,
+        "energy_mj_per_inference_net": None,
+        "mean_power_mw": None,
+        "reason": "no power sensor on this machine",
+    }
     with pytest.raises(UsageError):
         energy_report(samples, inferences=0)
     with pytest.raises(UsageError):
@@ -253,8 +263,7 @@ def test_sampler_cannot_start_twice() -> None:
 
 
 def test_idle_baseline() -> None:
-    idle = measure_idle(ConstantSource({"POM_5V_IN": 700.0}, total="POM_5V_IN"), duration_s=0.25,
-                        interval_s=0.05)
+    idle = measure_idle(ConstantSource({"POM_5V_IN": 700.0}, total="POM_5V_IN"), duration_s=0.25, interval_s=0.05)
     assert idle.mean_power_mw == pytest.approx(700.0)
     assert idle.rails_counted == ["POM_5V_IN"] and idle.n_samples >= 3 and idle.reason is None
     assert idle.to_dict()["mean_power_mw"] == pytest.approx(700.0)
@@ -359,10 +368,11 @@ def test_detect_finds_tegrastats_and_rapl_without_starting_anything(tmp_path: Pa
 
 
 def test_power_modules_import_without_torch_or_vendor_libraries() -> None:
-    code = ("import sys, edgeprune.device.power, edgeprune.device.provenance\n"
-            "import edgeprune.device.sensors.jetson, edgeprune.device.sensors.jtop\n"
-            "bad = {'torch', 'jtop', 'pynvml'} & set(sys.modules)\n"
-            "assert not bad, bad\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          check=False)
+    code = (
+        "import sys, edgeprune.device.power, edgeprune.device.provenance\n"
+        "import edgeprune.device.sensors.jetson, edgeprune.device.sensors.jtop\n"
+        "bad = {'torch', 'jtop', 'pynvml'} & set(sys.modules)\n"
+        "assert not bad, bad\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr

@@ -71,8 +71,13 @@ def test_power_from_counter_deltas(tree: Path) -> None:
     set_energy(tree, "intel-rapl:0:0", 3_000_000)  # 2.5 J in 0.5 s = 5 W
     set_energy(tree, "intel-rapl:1", 19_000_000)  # 10 J in 0.5 s = 20 W
     power = source.read_mw()
-    assert power == {"package-0": 10_000.0, "package-0/core": 5_000.0, "package-0/dram": 0.0,
-                     "psys": 20_000.0, "total": 10_000.0}
+    assert power == {
+        "package-0": 10_000.0,
+        "package-0/core": 5_000.0,
+        "package-0/dram": 0.0,
+        "psys": 20_000.0,
+        "total": 10_000.0,
+    }
     assert clock.slept == []
 
 
@@ -118,8 +123,7 @@ def test_unreadable_counter_says_root_only(tree: Path) -> None:
         RaplSource(tree)
 
 
-def test_permission_error_says_root_only_even_when_running_as_root(
-        tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_permission_error_says_root_only_even_when_running_as_root(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     original = rapl._read_text
 
     def denied(path: Path) -> str:

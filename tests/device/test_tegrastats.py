@@ -26,8 +26,12 @@ from edgeprune.device.sensors.tegrastats import (
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "device" / "tegrastats"
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "tegrastats"
 FILES = sorted(p.name for p in FIXTURES.glob("*.txt"))
-NO_RAILS = {"agx-xavier-32gb-l4t32.6.1-no-rails.txt", "nano-jp4.x-no-rails.txt",
-            "tx2-4gb-jp4.6-no-rails.txt", "tx1-l4t28.1.txt"}
+NO_RAILS = {
+    "agx-xavier-32gb-l4t32.6.1-no-rails.txt",
+    "nano-jp4.x-no-rails.txt",
+    "tx2-4gb-jp4.6-no-rails.txt",
+    "tx1-l4t28.1.txt",
+}
 
 
 def lines(name: str) -> list[TegrastatsSample]:

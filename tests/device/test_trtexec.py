@@ -99,9 +99,7 @@ def test_int8_uses_qdq_never_a_calibrator() -> None:
     assert "--sparsity=disable" in cmd
     assert not any(
         arg.startswith("--int8")
-        for arg in trtexec_command(
-            Path("m.onnx"), Path("m.plan"), BuildOptions(precision="int8"), trt_major=11
-        )
+        for arg in trtexec_command(Path("m.onnx"), Path("m.plan"), BuildOptions(precision="int8"), trt_major=11)
     )
 
 
@@ -109,16 +107,12 @@ def test_load_engine_omits_build_flags() -> None:
     cmd = trtexec_command(None, Path("m.plan"), OPTIONS, trt_major=10, input_shapes=SHAPES, run_batch=2)
     assert cmd[1] == "--loadEngine=m.plan"
     assert "--shapes=input:2x1x32x32" in cmd
-    assert not any(
-        a.startswith(("--onnx", "--saveEngine", "--minShapes", "--fp16", "--sparsity")) for a in cmd
-    )
+    assert not any(a.startswith(("--onnx", "--saveEngine", "--minShapes", "--fp16", "--sparsity")) for a in cmd)
 
 
 def test_timing_cache_and_quoted_names() -> None:
     options = BuildOptions(timing_cache=Path("cache/t.cache"), workspace_bytes=(1 << 20) + 1)
-    cmd = trtexec_command(
-        Path("m.onnx"), Path("m.plan"), options, trt_major=10, input_shapes={"in:0": [1, 3]}
-    )
+    cmd = trtexec_command(Path("m.onnx"), Path("m.plan"), options, trt_major=10, input_shapes={"in:0": [1, 3]})
     assert "--timingCacheFile=cache/t.cache" in cmd
     assert "--memPoolSize=workspace:2M" in cmd  # rounded up, never below the request
     assert "--shapes='in:0':1x3" in cmd
@@ -142,9 +136,7 @@ def test_unsupported_major_and_symbolic_dims() -> None:
     with pytest.raises(UsageError, match="not supported"):
         _command(8)
     with pytest.raises(UsageError, match="only the batch"):
-        trtexec_command(
-            Path("m.onnx"), Path("m.plan"), OPTIONS, trt_major=10, input_shapes={"x": ["b", "seq"]}
-        )
+        trtexec_command(Path("m.onnx"), Path("m.plan"), OPTIONS, trt_major=10, input_shapes={"x": ["b", "seq"]})
 
 
 # -- binary lookup ---------------------------------------------------------------------------------
@@ -169,9 +161,7 @@ def test_missing_binary_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 # -- running a stand-in binary ---------------------------------------------------------------------
 
 _LAYER_JSON = {
-    "Layers": [
-        {"Name": "conv2", "LayerType": "CaskConvolution", "TacticName": "sm80_xmma_fprop_sparse_conv"}
-    ],
+    "Layers": [{"Name": "conv2", "LayerType": "CaskConvolution", "TacticName": "sm80_xmma_fprop_sparse_conv"}],
     "Bindings": ["input", "logits"],
 }
 
@@ -207,9 +197,7 @@ def test_run_trtexec_parses_log_and_exports(tmp_path: Path) -> None:
         f"print(pathlib.Path({str(tmp_path / 'canned.log')!r}).read_text(), end='')\n",
     )
     engine = tmp_path / "engines" / "model.plan"
-    result = run_trtexec(
-        Path("model.onnx"), engine, OPTIONS, binary=binary, input_shapes=SHAPES, iterations=50
-    )
+    result = run_trtexec(Path("model.onnx"), engine, OPTIONS, binary=binary, input_shapes=SHAPES, iterations=50)
     assert result["trt_major"] == 10  # read from the binary's own version banner
     assert result["command"][0] == str(binary)
     assert "--iterations=50" in result["command"]
@@ -238,6 +226,4 @@ def test_run_trtexec_failure_quotes_the_log(tmp_path: Path) -> None:
 def test_run_trtexec_timeout(tmp_path: Path) -> None:
     binary = _fake_trtexec(tmp_path, "print('building', flush=True)\ntime.sleep(30)")
     with pytest.raises(RunnerError, match="did not finish within 0.5 s"):
-        run_trtexec(
-            Path("model.onnx"), tmp_path / "m.plan", OPTIONS, binary=binary, trt_major=10, timeout_s=0.5
-        )
+        run_trtexec(Path("model.onnx"), tmp_path / "m.plan", OPTIONS, binary=binary, trt_major=10, timeout_s=0.5)

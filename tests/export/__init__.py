@@ -50,7 +50,7 @@ def tiny_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     x = 0.3 * rng.standard_normal((n, *INPUT_SHAPE)).astype(np.float32)
     for i, label in enumerate(labels):
         top, left = 4 * (label // 2), 4 * (label % 2)
-        x[i, 0, top:top + 3, left:left + 3] += 2.0
+        x[i, 0, top : top + 3, left : left + 3] += 2.0
     return x, labels.astype(np.int64)
 
 

@@ -54,13 +54,16 @@ def test_npz_prefers_the_input_name(tmp_path: Path) -> None:
     assert cal.load_npz(tmp_path / "c.npz", "input", SHAPE).samples == 4
 
 
-@pytest.mark.parametrize("arrays,match", [
-    ({"a": np.zeros((4, *SHAPE), np.float32), "b": np.zeros(3)}, "holds arrays"),
-    ({"input": np.zeros((4, 3, 8, 8), np.float32)}, r"shape \(4, 3, 8, 8\); the model needs \[N, 1, 8, 8\]"),
-    ({"input": np.zeros((4, *SHAPE), np.uint8)}, "must be preprocessed floats"),
-    ({"input": np.full((4, *SHAPE), np.nan, np.float32)}, "NaN or infinite"),
-    ({"input": np.zeros((0, *SHAPE), np.float32)}, "holds no samples"),
-])
+@pytest.mark.parametrize(
+    "arrays,match",
+    [
+        ({"a": np.zeros((4, *SHAPE), np.float32), "b": np.zeros(3)}, "holds arrays"),
+        ({"input": np.zeros((4, 3, 8, 8), np.float32)}, r"shape \(4, 3, 8, 8\); the model needs \[N, 1, 8, 8\]"),
+        ({"input": np.zeros((4, *SHAPE), np.uint8)}, "must be preprocessed floats"),
+        ({"input": np.full((4, *SHAPE), np.nan, np.float32)}, "NaN or infinite"),
+        ({"input": np.zeros((0, *SHAPE), np.float32)}, "holds no samples"),
+    ],
+)
 def test_npz_errors(tmp_path: Path, arrays: dict[str, np.ndarray], match: str) -> None:
     np.savez(tmp_path / "c.npz", **arrays)
     with pytest.raises(UsageError, match=match):

@@ -42,8 +42,19 @@ def package(files: dict[str, Path], out: Path, *args: str):
 
 def test_int8_with_archive(files: dict[str, Path]) -> None:
     out = files["root"] / "int8"
-    result = package(files, out, "--precision", "int8", "--calibration", str(files["calib"]),
-                     "--calib-method", "percentile", "--calib-samples", "32", "--archive")
+    result = package(
+        files,
+        out,
+        "--precision",
+        "int8",
+        "--calibration",
+        str(files["calib"]),
+        "--calib-method",
+        "percentile",
+        "--calib-samples",
+        "32",
+        "--archive",
+    )
     assert result.exit_code == 0, result.output
     assert "(int8)" in result.output and "top-1 agreement" in result.output
     assert "percentile on 32 samples" in result.output
@@ -76,12 +87,15 @@ def test_calibration_folder_without_images(files: dict[str, Path]) -> None:
     assert not out.exists()
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--precision", "int4"], "--precision 'int4' is not one of"),
-    (["--precision", "int8", "--calib-method", "kl"], "--calib-method 'kl' is not one of"),
-    (["--precision", "int8", "--calib-samples", "0"], "--calib-samples must be positive"),
-    (["--calibration", "c.npz"], "--calibration applies to --precision int8 only"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--precision", "int4"], "--precision 'int4' is not one of"),
+        (["--precision", "int8", "--calib-method", "kl"], "--calib-method 'kl' is not one of"),
+        (["--precision", "int8", "--calib-samples", "0"], "--calib-samples must be positive"),
+        (["--calibration", "c.npz"], "--calibration applies to --precision int8 only"),
+    ],
+)
 def test_bad_options(files: dict[str, Path], args: list[str], message: str) -> None:
     out = files["root"] / "z"
     assert message in one_line_error(package(files, out, *args))

@@ -21,14 +21,18 @@ def test_export_is_opset_17_with_symbolic_batch(tmp_path: Path) -> None:
     assert has_dynamic_batch(proto)
     x, _ = tiny_data(7, seed=0)
     assert run_ort(path, {"input": x}, batch_size=3)["logits"].shape == (7, 4)
-    np.testing.assert_allclose(run_ort(path, {"input": x}, exact=True)["logits"],
-                               run_ort(path, {"input": x})["logits"], atol=1e-5)
+    np.testing.assert_allclose(
+        run_ort(path, {"input": x}, exact=True)["logits"], run_ort(path, {"input": x})["logits"], atol=1e-5
+    )
 
 
 def test_fixed_batch_is_detected() -> None:
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+    )
     assert not has_dynamic_batch(helper.make_model(graph))
 
 
@@ -39,9 +43,12 @@ def test_verify_rejects_garbage_and_invalid_models(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="does not exist"):
         verify_onnx(tmp_path / "missing.onnx")
     # Well-formed protobuf, broken graph: a node reads a tensor nothing produces.
-    graph = helper.make_graph([helper.make_node("Relu", ["nowhere"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 4])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["nowhere"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 4])],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "bad.onnx"))
     with pytest.raises(ExportError, match="fails the onnx checker"):
         verify_onnx(tmp_path / "bad.onnx")

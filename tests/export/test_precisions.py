@@ -27,8 +27,15 @@ EVAL = tiny_data(128, seed=3)
 
 
 def package(out: Path, precision: str, model: Any = None, **kwargs: Any) -> dict[str, Any]:
-    return package_model(model if model is not None else trained_tiny(), INPUT_SHAPE, out, name=precision,
-                         spec="tests.export:tiny_net", precision=precision, **kwargs)
+    return package_model(
+        model if model is not None else trained_tiny(),
+        INPUT_SHAPE,
+        out,
+        name=precision,
+        spec="tests.export:tiny_net",
+        precision=precision,
+        **kwargs,
+    )
 
 
 def device_check(path: Path) -> dict[str, Any]:
@@ -85,9 +92,10 @@ def test_fp16_manifest_and_device_check(fp16: tuple[Path, dict[str, Any]]) -> No
 @pytest.fixture(scope="module")
 def int8(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict[str, Any]]]:
     root = tmp_path_factory.mktemp("int8")
-    return {method: (root / method, package(root / method, "int8", calibration=CALIB,
-                                             int8=Int8Config(method=method)))
-            for method in ("minmax", "entropy", "percentile")}
+    return {
+        method: (root / method, package(root / method, "int8", calibration=CALIB, int8=Int8Config(method=method)))
+        for method in ("minmax", "entropy", "percentile")
+    }
 
 
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])

@@ -16,14 +16,23 @@ from tests.export import INPUT_SHAPE, tiny_data, trained_tiny
 
 def qdq_model(zero: np.ndarray, bias_dtype: int | None = None):
     inits = [numpy_helper.from_array(np.float32(0.1), "s"), numpy_helper.from_array(zero, "z")]
-    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
-             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="dq")]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="dq"),
+    ]
     if bias_dtype is not None:
-        inits += [numpy_helper.from_array(np.zeros(4, np.int32), "b"),
-                  numpy_helper.from_array(np.zeros(4, np.int32), "bz")]
+        inits += [
+            numpy_helper.from_array(np.zeros(4, np.int32), "b"),
+            numpy_helper.from_array(np.zeros(4, np.int32), "bz"),
+        ]
         nodes.append(helper.make_node("DequantizeLinear", ["b", "s", "bz"], ["bf"], name="bias_dq"))
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], initializer=inits)
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        initializer=inits,
+    )
     return helper.make_model(graph)
 
 
@@ -51,6 +60,11 @@ def test_histogram_methods_are_capped_to_memory(tmp_path: Path) -> None:
     used, why = capped_samples(proto, Int8Config(method="entropy", memory_budget=64 << 10), 500)
     assert 1 <= used < 500 and why and f"used {used} of 500 samples" in why
     # And the cap reaches the manifest record.
-    record = quantize_int8(tmp_path / "m.onnx", tmp_path / "q.onnx", tiny_data(64, 1)[0], "input",
-                           Int8Config(method="entropy", memory_budget=64 << 10))
+    record = quantize_int8(
+        tmp_path / "m.onnx",
+        tmp_path / "q.onnx",
+        tiny_data(64, 1)[0],
+        "input",
+        Int8Config(method="entropy", memory_budget=64 << 10),
+    )
     assert record["samples"] == min(used, 64) and record["samples_requested"] == 64

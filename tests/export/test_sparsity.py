@@ -22,9 +22,12 @@ def two_four(shape: tuple[int, ...], axis: int, seed: int = 0) -> np.ndarray:
 
 def model_of(nodes, inits, inputs, output="y"):
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in inputs],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in inputs],
         [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
-        initializer=[numpy_helper.from_array(a, n) for n, a in inits.items()])
+        initializer=[numpy_helper.from_array(a, n) for n, a in inits.items()],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -88,8 +91,10 @@ def test_looks_through_dequantize_and_transpose() -> None:
 
 def test_looks_through_cast_of_fp16_weights() -> None:
     w = two_four((16, 8, 1, 1), axis=1).astype(np.float16)
-    nodes = [helper.make_node("Cast", ["W16"], ["W"], to=TensorProto.FLOAT),
-             helper.make_node("Conv", ["x", "W"], ["y"], name="/c/Conv")]
+    nodes = [
+        helper.make_node("Cast", ["W16"], ["W"], to=TensorProto.FLOAT),
+        helper.make_node("Conv", ["x", "W"], ["y"], name="/c/Conv"),
+    ]
     record = check_sparsity(model_of(nodes, {"W16": w}, ["x"]))[-1]
     assert record.eligible and record.path == ["Cast"]
 

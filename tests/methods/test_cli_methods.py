@@ -17,13 +17,16 @@ def _summary(folder) -> dict:
     return json.loads((folder / "model.json").read_text())["summary"]
 
 
-@pytest.mark.parametrize(("args", "expect"), [
-    (["--pattern", "bank", "--sparsity", "0.5", "--bank-size", "16"], "storage (computed)"),
-    (["--pattern", "nm", "--permute"], "TensorRT N:M rule holds on 8 of 10 layers"),
-    (["--pattern", "kernel", "--sparsity", "0.75"], "storage (computed)"),
-    (["--pattern", "block", "--sparsity", "0.5", "--block-size", "8"], "storage (computed)"),
-    (["--pattern", "vector", "--sparsity", "0.5"], "storage (computed)"),
-])
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (["--pattern", "bank", "--sparsity", "0.5", "--bank-size", "16"], "storage (computed)"),
+        (["--pattern", "nm", "--permute"], "TensorRT N:M rule holds on 8 of 10 layers"),
+        (["--pattern", "kernel", "--sparsity", "0.75"], "storage (computed)"),
+        (["--pattern", "block", "--sparsity", "0.5", "--block-size", "8"], "storage (computed)"),
+        (["--pattern", "vector", "--sparsity", "0.5"], "storage (computed)"),
+    ],
+)
 def test_mask_patterns_from_the_command_line(tmp_path, args: list[str], expect: str) -> None:
     out = tmp_path / "pruned"
     result = runner.invoke(app, ["prune", "digits-resnet", "--out", str(out), *args])
@@ -38,14 +41,31 @@ def test_mask_patterns_from_the_command_line(tmp_path, args: list[str], expect: 
 
 def test_data_methods_and_measurements_from_the_command_line(tmp_path) -> None:
     out = tmp_path / "omp"
-    result = runner.invoke(app, ["prune", "digits-resnet", "--out", str(out), "--pattern", "channel", "--sparsity",
-                                 "0.5", "--selector", "omp", "--calib-samples", "24"])
+    result = runner.invoke(
+        app,
+        [
+            "prune",
+            "digits-resnet",
+            "--out",
+            str(out),
+            "--pattern",
+            "channel",
+            "--sparsity",
+            "0.5",
+            "--selector",
+            "omp",
+            "--calib-samples",
+            "24",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "reconstruction error" in result.output and _summary(out)["selector"] == "omp"
     out = tmp_path / "csr"
     plot = tmp_path / "sens.png"
-    result = runner.invoke(app, ["prune", "digits-resnet", "--out", str(out), "--pattern", "nm", "--sparse-exec",
-                                 "--sensitivity", str(plot)])
+    result = runner.invoke(
+        app,
+        ["prune", "digits-resnet", "--out", str(out), "--pattern", "nm", "--sparse-exec", "--sensitivity", str(plot)],
+    )
     assert result.exit_code == 0, result.output
     assert plot.is_file() and plot.with_suffix(".md").is_file()
     rows = _summary(out)["sparse_exec"]
@@ -53,13 +73,16 @@ def test_data_methods_and_measurements_from_the_command_line(tmp_path) -> None:
     assert "CSR" in result.output and "| layer1.conv1 | " in plot.with_suffix(".md").read_text()
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--pattern", "channel", "--sparsity", "0.5", "--permute"], "--permute applies to the nm pattern only"),
-    (["--pattern", "nm", "--schedule", "gradual"], "gradual schedule needs a mask pattern"),
-    (["--pattern", "nm", "--nm", "2-4"], "--nm must look like 2:4"),
-    (["--pattern", "bank", "--sparsity", "0.5", "--banks", "2", "--bank-size", "4"], "not both"),
-    (["--pattern", "channel", "--sparsity", "0.5", "--selector", "ridge"], "unknown selector"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--pattern", "channel", "--sparsity", "0.5", "--permute"], "--permute applies to the nm pattern only"),
+        (["--pattern", "nm", "--schedule", "gradual"], "gradual schedule needs a mask pattern"),
+        (["--pattern", "nm", "--nm", "2-4"], "--nm must look like 2:4"),
+        (["--pattern", "bank", "--sparsity", "0.5", "--banks", "2", "--bank-size", "4"], "not both"),
+        (["--pattern", "channel", "--sparsity", "0.5", "--selector", "ridge"], "unknown selector"),
+    ],
+)
 def test_bad_method_options_are_one_line_errors(tmp_path, args: list[str], message: str) -> None:
     out = tmp_path / "out"
     result = runner.invoke(app, ["prune", "digits-resnet", "--out", str(out), *args])

@@ -27,10 +27,16 @@ from tests.methods import (
 
 
 @settings(max_examples=40, deadline=None)
-@given(out=st.integers(1, 6), banks=st.integers(1, 4), size=st.integers(2, 9), sparsity=st.floats(0.05, 0.95),
-       seed=st.integers(0, 999))
-def test_bank_balanced_masks_have_equal_counts_per_bank(out: int, banks: int, size: int, sparsity: float,
-                                                        seed: int) -> None:
+@given(
+    out=st.integers(1, 6),
+    banks=st.integers(1, 4),
+    size=st.integers(2, 9),
+    sparsity=st.floats(0.05, 0.95),
+    seed=st.integers(0, 999),
+)
+def test_bank_balanced_masks_have_equal_counts_per_bank(
+    out: int, banks: int, size: int, sparsity: float, seed: int
+) -> None:
     weight = torch.randn(out, banks * size, generator=torch.Generator().manual_seed(seed))
     mask = bank_balanced_mask(weight, sparsity, banks=banks)
     counts = bank_counts(weight * mask, banks=banks)
@@ -80,15 +86,20 @@ def test_coarse_units_are_whole_and_the_weakest_go(seed: int, sparsity: float) -
 
 
 @settings(max_examples=25, deadline=None)
-@given(rows=st.integers(1, 11), cols=st.integers(1, 13), block=st.integers(1, 4), sparsity=st.floats(0.1, 0.9),
-       seed=st.integers(0, 999))
+@given(
+    rows=st.integers(1, 11),
+    cols=st.integers(1, 13),
+    block=st.integers(1, 4),
+    sparsity=st.floats(0.1, 0.9),
+    seed=st.integers(0, 999),
+)
 def test_block_masks_are_tiles_of_the_gemm_view(rows: int, cols: int, block: int, sparsity: float, seed: int) -> None:
     weight = torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed))
     mask = block_mask(weight, sparsity, block)
     g = gemm_view(mask)
     for r0 in range(0, rows, block):
         for c0 in range(0, cols, block):
-            tile = g[r0:r0 + block, c0:c0 + block]
+            tile = g[r0 : r0 + block, c0 : c0 + block]
             assert bool(tile.all()) or not bool(tile.any())
     # Sparsity is as close to the target as whole tiles allow.
     assert abs(float((~mask).float().mean()) - sparsity) <= block * block / weight.numel() + 1e-9

@@ -81,8 +81,9 @@ def test_least_squares_refit_beats_magnitude_selection_on_reconstruction() -> No
     groups = build_groups(model, torch.zeros(2, *TINY_SHAPE))
     assert [c for _, c in reconstructable_groups(model, groups)] == ["conv2", "conv3", "fc"]
     regression = reconstruct_channels(model, TINY_SHAPE, calibration, ReconstructConfig(sparsity=0.5))
-    approximation = reconstruct_channels(model, TINY_SHAPE, calibration,
-                                         ReconstructConfig(sparsity=0.5, selector="magnitude", refit=False))
+    approximation = reconstruct_channels(
+        model, TINY_SHAPE, calibration, ReconstructConfig(sparsity=0.5, selector="magnitude", refit=False)
+    )
     for ours, baseline in zip(regression.layers, approximation.layers):
         assert ours["kept"] == baseline["kept"] == 4
         assert ours["relative_error"] < baseline["relative_error"]
@@ -96,7 +97,8 @@ def test_omp_and_l_half_selectors_run_through_the_pipeline() -> None:
     model = randomized(Tiny())
     calibration = torch.randn(32, *TINY_SHAPE)
     for selector in ("omp", "l1/2"):
-        result = reconstruct_channels(model, TINY_SHAPE, calibration, ReconstructConfig(sparsity=0.25,
-                                                                                         selector=selector))
+        result = reconstruct_channels(
+            model, TINY_SHAPE, calibration, ReconstructConfig(sparsity=0.25, selector=selector)
+        )
         assert [layer["kept"] for layer in result.layers] == [6, 6, 6]
         assert all(layer["relative_error"] < 1.0 for layer in result.layers)

@@ -135,8 +135,9 @@ def test_group_lasso_training_reaches_structured_sparsity() -> None:
     x = torch.randn(32, *TINY_SHAPE)
     y = torch.randint(0, 3, (32,))
     config = RegularizerConfig("group-lasso", 20.0, ("filter", "channel"), frozenset({"conv1", "fc"}))
-    train_regularized(model, x, y, TrainConfig(epochs=2, batch_size=16, lr=0.05), Regularizer(model, config,
-                                                                                                TINY_SHAPE))
+    train_regularized(
+        model, x, y, TrainConfig(epochs=2, batch_size=16, lr=0.05), Regularizer(model, config, TINY_SHAPE)
+    )
     rows = {r["module"]: r for r in structure_report(model, frozenset({"conv1", "fc"}))}
     assert rows["conv2"]["row_sparsity"] > 0 and rows["conv2"]["channel_sparsity"] > 0
     assert rows["conv2"]["weight_sparsity"] >= rows["conv2"]["row_sparsity"] * 0.99

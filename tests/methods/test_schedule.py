@@ -19,10 +19,10 @@ from tests.methods import (
 
 
 @settings(max_examples=60, deadline=None)
-@given(final=st.floats(0.05, 0.99), initial=st.floats(0.0, 0.04), begin=st.integers(0, 100),
-       span=st.integers(1, 1000))
-def test_cubic_schedule_hits_its_end_points_and_rises_monotonically(final: float, initial: float, begin: int,
-                                                                      span: int) -> None:
+@given(final=st.floats(0.05, 0.99), initial=st.floats(0.0, 0.04), begin=st.integers(0, 100), span=st.integers(1, 1000))
+def test_cubic_schedule_hits_its_end_points_and_rises_monotonically(
+    final: float, initial: float, begin: int, span: int
+) -> None:
     end = begin + span
     assert cubic_sparsity(begin, final, begin, end, initial) == initial
     assert cubic_sparsity(end, final, begin, end, initial) == final
@@ -32,7 +32,8 @@ def test_cubic_schedule_hits_its_end_points_and_rises_monotonically(final: float
     assert all(a <= b + 1e-12 for a, b in zip(values, values[1:]))
     # Cubic: the first half of the time removes 7/8 of the way.
     assert cubic_sparsity(begin + span / 2, final, begin, end, initial) == pytest.approx(
-        initial + (final - initial) * 7 / 8)
+        initial + (final - initial) * 7 / 8
+    )
 
 
 def test_schedule_steps_end_at_the_target() -> None:
@@ -66,8 +67,9 @@ def test_withdraw_rule_rolls_back_the_last_step_and_stops() -> None:
     accuracies = iter([0.95, 0.94, 0.80, 0.81])  # reference, step 1, step 2, step 2 after recovery
     rounds: list[int] = []
 
-    result = gradual_prune(model, [0.3, 0.6, 0.9], _unstructured, lambda m, k: rounds.append(1),
-                           lambda m: next(accuracies), tolerance=0.02)
+    result = gradual_prune(
+        model, [0.3, 0.6, 0.9], _unstructured, lambda m, k: rounds.append(1), lambda m: next(accuracies), tolerance=0.02
+    )
     assert result.reference_accuracy == 0.95
     assert [h["accepted"] for h in result.history] == [True, False]
     assert result.history[1]["recovery_rounds"] == 1 and len(rounds) == 3  # step 1, step 2, one recovery

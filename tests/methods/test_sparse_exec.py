@@ -25,10 +25,19 @@ from tests.methods import (
 
 
 @settings(max_examples=25, deadline=None)
-@given(cin=st.integers(1, 5), cout=st.integers(1, 6), k=st.sampled_from([1, 3]), stride=st.sampled_from([1, 2]),
-       pad=st.integers(0, 1), bias=st.booleans(), sparsity=st.floats(0.0, 0.95), seed=st.integers(0, 99))
-def test_csr_conv_equals_dense_conv(cin: int, cout: int, k: int, stride: int, pad: int, bias: bool, sparsity: float,
-                                    seed: int) -> None:
+@given(
+    cin=st.integers(1, 5),
+    cout=st.integers(1, 6),
+    k=st.sampled_from([1, 3]),
+    stride=st.sampled_from([1, 2]),
+    pad=st.integers(0, 1),
+    bias=st.booleans(),
+    sparsity=st.floats(0.0, 0.95),
+    seed=st.integers(0, 99),
+)
+def test_csr_conv_equals_dense_conv(
+    cin: int, cout: int, k: int, stride: int, pad: int, bias: bool, sparsity: float, seed: int
+) -> None:
     torch.manual_seed(seed)
     conv = nn.Conv2d(cin, cout, k, stride, pad, bias=bias)
     with torch.no_grad():
@@ -64,7 +73,6 @@ def test_crossover_table_and_its_reading() -> None:
     table = crossover_table(16, 32, 16, sparsities=(0.5, 0.99), repeats=3)
     assert len(table) == 2 and abs(table[0]["sparsity"] - 0.5) < 0.1 and table[1]["sparsity"] > 0.95
     assert all(r["theoretical_speedup"] >= 1.9 for r in table)
-    synthetic = [{"sparsity": s, "measured_speedup": v} for s, v in ((0.5, 0.3), (0.8, 0.9), (0.9, 1.2),
-                                                                      (0.95, 2.0))]
+    synthetic = [{"sparsity": s, "measured_speedup": v} for s, v in ((0.5, 0.3), (0.8, 0.9), (0.9, 1.2), (0.95, 2.0))]
     assert crossover_sparsity(synthetic) == 0.9
     assert crossover_sparsity([{"sparsity": 0.9, "measured_speedup": 0.5}]) is None

@@ -72,9 +72,11 @@ def test_storage_table_covers_every_layer_and_totals_add_up() -> None:
     assert [r["module"] for r in rows] == ["conv1", "conv2", "conv3", "fc"]
     for row in rows:
         assert row["dense_bytes"] == row["numel"] * 4
-        assert row["best_bytes"] == min(row[f"{f}_bytes"] for f in ("dense", "csr", "bitmask", "csb", "nm",
-                                                                    "vector_csr", "kernel_csr", "block_csr")
-                                        if row[f"{f}_bytes"] is not None)
+        assert row["best_bytes"] == min(
+            row[f"{f}_bytes"]
+            for f in ("dense", "csr", "bitmask", "csb", "nm", "vector_csr", "kernel_csr", "block_csr")
+            if row[f"{f}_bytes"] is not None
+        )
         assert row["compression"] > 1.5
     totals = storage_totals(rows)
     assert totals["dense_bytes"] == sum(r["dense_bytes"] for r in rows)

@@ -70,8 +70,9 @@ def norm_oracle(model: nn.Module, plan: list[dict[str, Any]]) -> list[Any]:
             continue
         idx = torch.as_tensor(keep)
 
-        def hook(mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor,
-                 idx: torch.Tensor = idx) -> torch.Tensor:
+        def hook(
+            mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, idx: torch.Tensor = idx
+        ) -> torch.Tensor:
             x = inputs[0]
             out = torch.zeros_like(output)
             if isinstance(mod, nn.GroupNorm):
@@ -122,6 +123,7 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 # -- random architectures ---------------------------------------------------------------------------
 
+
 class Block(nn.Module):
     """One coupling structure on a stream of ``ch`` channels (``ch`` divisible by 4)."""
 
@@ -131,21 +133,42 @@ class Block(nn.Module):
         if kind == "conv":
             self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1), nn.BatchNorm2d(ch), nn.ReLU())
         elif kind == "residual":
-            self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1), nn.BatchNorm2d(ch), nn.ReLU(),
-                                      nn.Conv2d(ch, ch, 3, padding=1), nn.BatchNorm2d(ch))
+            self.body = nn.Sequential(
+                nn.Conv2d(ch, ch, 3, padding=1),
+                nn.BatchNorm2d(ch),
+                nn.ReLU(),
+                nn.Conv2d(ch, ch, 3, padding=1),
+                nn.BatchNorm2d(ch),
+            )
         elif kind == "depthwise":
             self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1, groups=ch), nn.BatchNorm2d(ch), nn.ReLU6())
         elif kind == "multiplier":  # depthwise with two filters per channel, then back to ch
-            self.body = nn.Sequential(nn.Conv2d(ch, 2 * ch, 3, padding=1, groups=ch), nn.BatchNorm2d(2 * ch),
-                                      nn.ReLU(), nn.Conv2d(2 * ch, ch, 1))
+            self.body = nn.Sequential(
+                nn.Conv2d(ch, 2 * ch, 3, padding=1, groups=ch),
+                nn.BatchNorm2d(2 * ch),
+                nn.ReLU(),
+                nn.Conv2d(2 * ch, ch, 1),
+            )
         elif kind == "grouped":  # ResNeXt-style: 1x1, grouped 3x3, 1x1, residual
             mid = 2 * ch
-            self.body = nn.Sequential(nn.Conv2d(ch, mid, 1), nn.BatchNorm2d(mid), nn.ReLU(),
-                                      nn.Conv2d(mid, mid, 3, padding=1, groups=groups), nn.BatchNorm2d(mid),
-                                      nn.ReLU(), nn.Conv2d(mid, ch, 1, groups=groups), nn.BatchNorm2d(ch))
+            self.body = nn.Sequential(
+                nn.Conv2d(ch, mid, 1),
+                nn.BatchNorm2d(mid),
+                nn.ReLU(),
+                nn.Conv2d(mid, mid, 3, padding=1, groups=groups),
+                nn.BatchNorm2d(mid),
+                nn.ReLU(),
+                nn.Conv2d(mid, ch, 1, groups=groups),
+                nn.BatchNorm2d(ch),
+            )
         elif kind == "se":
-            self.body = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(ch, max(1, ch // 2), 1), nn.ReLU(),
-                                      nn.Conv2d(max(1, ch // 2), ch, 1), nn.Sigmoid())
+            self.body = nn.Sequential(
+                nn.AdaptiveAvgPool2d(1),
+                nn.Conv2d(ch, max(1, ch // 2), 1),
+                nn.ReLU(),
+                nn.Conv2d(max(1, ch // 2), ch, 1),
+                nn.Sigmoid(),
+            )
         elif kind == "concat":
             self.a = nn.Sequential(nn.Conv2d(ch, ch // 2, 1), nn.BatchNorm2d(ch // 2))
             self.b = nn.Sequential(nn.Conv2d(ch, ch - ch // 2, 3, padding=1), nn.BatchNorm2d(ch - ch // 2))
@@ -156,8 +179,13 @@ class Block(nn.Module):
             self.groups = groups
         elif kind in ("chunk", "split"):  # ShuffleNet v2 unit: half passes, half is transformed
             half = ch // 2
-            self.branch = nn.Sequential(nn.Conv2d(half, half, 1), nn.BatchNorm2d(half), nn.ReLU(),
-                                        nn.Conv2d(half, half, 3, padding=1, groups=half), nn.BatchNorm2d(half))
+            self.branch = nn.Sequential(
+                nn.Conv2d(half, half, 1),
+                nn.BatchNorm2d(half),
+                nn.ReLU(),
+                nn.Conv2d(half, half, 3, padding=1, groups=half),
+                nn.BatchNorm2d(half),
+            )
         elif kind == "groupnorm":
             self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1), nn.GroupNorm(norm_groups, ch), nn.ReLU())
         elif kind == "layernorm":  # ConvNeXt-style block: channels-last LayerNorm, MLP, layer scale
@@ -204,8 +232,19 @@ class RandomNet(nn.Module):
         return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
 
 
-EXACT = ["conv", "residual", "depthwise", "multiplier", "grouped", "se", "concat", "shuffle", "shuffle-module",
-         "chunk", "split"]
+EXACT = [
+    "conv",
+    "residual",
+    "depthwise",
+    "multiplier",
+    "grouped",
+    "se",
+    "concat",
+    "shuffle",
+    "shuffle-module",
+    "chunk",
+    "split",
+]
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -216,8 +255,9 @@ EXACT = ["conv", "residual", "depthwise", "multiplier", "grouped", "se", "concat
     flatten=st.booleans(),
     seed=st.integers(0, 10_000),
 )
-def test_zeroed_channels_removed_random_architectures(kinds: list[str], ch: int, groups: int, flatten: bool,
-                                                       seed: int) -> None:
+def test_zeroed_channels_removed_random_architectures(
+    kinds: list[str], ch: int, groups: int, flatten: bool, seed: int
+) -> None:
     torch.manual_seed(seed)
     check_zero_removal(randomize_norms(RandomNet(kinds, ch, groups, flatten), seed), (3, 8, 8), seed)
 
@@ -230,8 +270,7 @@ def test_zeroed_channels_removed_random_architectures(kinds: list[str], ch: int,
     norm_groups=st.sampled_from([1, 2, 4, 0]),
     seed=st.integers(0, 10_000),
 )
-def test_normalization_keeps_its_groups(kinds: list[str], ch: int, groups: int, norm_groups: int,
-                                        seed: int) -> None:
+def test_normalization_keeps_its_groups(kinds: list[str], ch: int, groups: int, norm_groups: int, seed: int) -> None:
     torch.manual_seed(seed)
     net = RandomNet(kinds, ch, groups, False, norm_groups or ch)  # 0: one channel per group
     pruned = check_zero_removal(randomize_norms(net, seed), (3, 8, 8), seed)
@@ -243,6 +282,7 @@ def test_normalization_keeps_its_groups(kinds: list[str], ch: int, groups: int, 
 
 
 # -- specific structures -----------------------------------------------------------------------------
+
 
 def group_of(groups: list[Group], module: str, kind: str) -> Group:
     return next(g for g in groups if any(m.module == module and m.kind == kind for m in g.members))
@@ -442,6 +482,7 @@ class DataDependent(nn.Module):
 def test_untraceable_block_is_explained_and_can_be_ignored() -> None:
     with pytest.raises(GraphError, match="torch.fx cannot trace.*ignored layers"):
         build_groups(Tiny(DataDependent()), torch.zeros(2, 3, 8, 8))
-    result = prune_channels(Tiny(DataDependent()).eval(), (3, 8, 8),
-                            ChannelConfig(sparsity=0.5, ignore=frozenset({"blocks.1"})))
+    result = prune_channels(
+        Tiny(DataDependent()).eval(), (3, 8, 8), ChannelConfig(sparsity=0.5, ignore=frozenset({"blocks.1"}))
+    )
     assert result.model.stem[0].out_channels == 4

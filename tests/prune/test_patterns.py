@@ -12,8 +12,13 @@ from edgeprune.prune.patterns import check_nm, make_masks, nm_mask, unstructured
 
 
 @settings(max_examples=40, deadline=None)
-@given(out=st.integers(1, 8), groups=st.integers(1, 6), k=st.sampled_from([1, 3]),
-       nm=st.sampled_from([(2, 4), (1, 4), (4, 8), (1, 2)]), seed=st.integers(0, 1000))
+@given(
+    out=st.integers(1, 8),
+    groups=st.integers(1, 6),
+    k=st.sampled_from([1, 3]),
+    nm=st.sampled_from([(2, 4), (1, 4), (4, 8), (1, 2)]),
+    seed=st.integers(0, 1000),
+)
 def test_nm_masks_pass_the_validator(out: int, groups: int, k: int, nm: tuple[int, int], seed: int) -> None:
     n, m = nm
     weight = torch.randn(out, groups * m, k, k, generator=torch.Generator().manual_seed(seed))

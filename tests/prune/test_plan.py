@@ -27,8 +27,12 @@ def test_channel_and_mask_plans_replay(tmp_path) -> None:
     x = torch.randn(2, 1, 32, 32)
     for request in (PruneRequest("channel", sparsity=0.3), PruneRequest("nm")):
         pruned, plan, summary = prune_model(base, (1, 32, 32), request)
-        folder = save_pruned(tmp_path / request.pattern, pruned, plan,
-                             {"source": "digits-resnet", "input_shape": [1, 32, 32], "method": request.pattern})
+        folder = save_pruned(
+            tmp_path / request.pattern,
+            pruned,
+            plan,
+            {"source": "digits-resnet", "input_shape": [1, 32, 32], "method": request.pattern},
+        )
         assert not list(folder.glob("*.pt")) and not list(folder.glob("*.pkl"))
         loaded = load_model(str(folder))
         torch.testing.assert_close(loaded.model(x), pruned.eval()(x))

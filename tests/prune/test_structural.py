@@ -69,6 +69,7 @@ def test_zeroed_channels_removed_digits_resnet() -> None:
 
 # --- random architectures for the property test --------------------------------------------------
 
+
 class Block(nn.Module):
     def __init__(self, kind: str, ch: int) -> None:
         super().__init__()
@@ -76,13 +77,23 @@ class Block(nn.Module):
         if kind == "conv":
             self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1), nn.BatchNorm2d(ch), nn.ReLU())
         elif kind == "residual":
-            self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1), nn.BatchNorm2d(ch), nn.ReLU(),
-                                      nn.Conv2d(ch, ch, 3, padding=1), nn.BatchNorm2d(ch))
+            self.body = nn.Sequential(
+                nn.Conv2d(ch, ch, 3, padding=1),
+                nn.BatchNorm2d(ch),
+                nn.ReLU(),
+                nn.Conv2d(ch, ch, 3, padding=1),
+                nn.BatchNorm2d(ch),
+            )
         elif kind == "depthwise":
             self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1, groups=ch), nn.BatchNorm2d(ch), nn.ReLU6())
         elif kind == "se":
-            self.body = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(ch, max(1, ch // 2), 1), nn.ReLU(),
-                                      nn.Conv2d(max(1, ch // 2), ch, 1), nn.Sigmoid())
+            self.body = nn.Sequential(
+                nn.AdaptiveAvgPool2d(1),
+                nn.Conv2d(ch, max(1, ch // 2), 1),
+                nn.ReLU(),
+                nn.Conv2d(max(1, ch // 2), ch, 1),
+                nn.Sigmoid(),
+            )
         elif kind == "concat":
             self.a = nn.Sequential(nn.Conv2d(ch, ch // 2, 1), nn.BatchNorm2d(ch // 2))
             self.b = nn.Sequential(nn.Conv2d(ch, ch - ch // 2, 3, padding=1), nn.BatchNorm2d(ch - ch // 2))

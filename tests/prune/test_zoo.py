@@ -20,8 +20,18 @@ from edgeprune.models.spec import build_source
 from edgeprune.prune.structural import ChannelConfig, prune_channels
 from tests.prune.test_graph_ops import check_zero_removal
 
-SUBSET = ["resnet18", "mobilenet_v3_small", "densenet121", "shufflenet_v2_x0_5", "regnet_x_400mf",
-          "efficientnet_b0", "squeezenet1_0", "googlenet", "resnext50_32x4d", "convnext_tiny"]
+SUBSET = [
+    "resnet18",
+    "mobilenet_v3_small",
+    "densenet121",
+    "shufflenet_v2_x0_5",
+    "regnet_x_400mf",
+    "efficientnet_b0",
+    "squeezenet1_0",
+    "googlenet",
+    "resnext50_32x4d",
+    "convnext_tiny",
+]
 EXPORTED = {"resnet18", "shufflenet_v2_x0_5", "mobilenet_v3_small", "convnext_tiny"}
 SHAPE = (3, 32, 32)
 

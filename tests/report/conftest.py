@@ -40,9 +40,7 @@ def stats(p50_ms: float, batch: int, seed: int) -> dict[str, Any]:
     return summarize(samples(p50_ms, seed), batch).to_dict()
 
 
-def make_record(
-    slow: Mapping[str, float] | None = None, extras: bool = True, seed: int = 0
-) -> dict[str, Any]:
+def make_record(slow: Mapping[str, float] | None = None, extras: bool = True, seed: int = 0) -> dict[str, Any]:
     """A record of a baseline and three variants at batch sizes 1 and 32.
 
     Args:
@@ -85,9 +83,7 @@ def make_record(
         cost: dict[str, Any] = {
             "macs": DENSE_MACS * (mac if pattern == "channel" else 1.0),
             "params": DENSE_PARAMS * par,
-            "weight_bytes": DENSE_PARAMS
-            * par
-            * (1 if precision == "int8" else 2 if precision == "fp16" else 4),
+            "weight_bytes": DENSE_PARAMS * par * (1 if precision == "int8" else 2 if precision == "fp16" else 4),
             "dense_macs": DENSE_MACS,
             "effective_macs": DENSE_MACS * mac,
             "theoretical_speedup": theoretical,
@@ -218,9 +214,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory, full_record: dict[str, An
 
 
 @pytest.fixture(scope="session")
-def rendered_minimal(
-    tmp_path_factory: pytest.TempPathFactory, minimal_record: dict[str, Any]
-) -> dict[str, Path]:
+def rendered_minimal(tmp_path_factory: pytest.TempPathFactory, minimal_record: dict[str, Any]) -> dict[str, Path]:
     """A report of a record without any optional part: most figures are skipped, with reasons."""
     from edgeprune.report import write_report
 

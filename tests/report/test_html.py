@@ -72,9 +72,7 @@ def test_skipped_figures_say_why(rendered_minimal: dict[str, Path]) -> None:
     assert len(IMG_SRC.findall(html)) == 3
 
 
-def test_record_text_is_escaped_and_stale_figures_removed(
-    tmp_path: Path, minimal_record: dict[str, Any]
-) -> None:
+def test_record_text_is_escaped_and_stale_figures_removed(tmp_path: Path, minimal_record: dict[str, Any]) -> None:
     # One rendering for both checks: matplotlib is the slow part of these tests.
     stale = tmp_path / "power.png"
     stale.write_bytes(PNG_SIGNATURE)

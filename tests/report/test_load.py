@@ -46,9 +46,7 @@ def test_wrong_kind_is_rejected(tmp_path: Path, full_record: dict[str, Any], kin
 
 
 @pytest.mark.parametrize("version", [2, 0, "1", True, None])
-def test_unknown_schema_version_is_rejected(
-    tmp_path: Path, full_record: dict[str, Any], version: Any
-) -> None:
+def test_unknown_schema_version_is_rejected(tmp_path: Path, full_record: dict[str, Any], version: Any) -> None:
     data = dict(full_record, schema_version=version)
     with pytest.raises(EdgepruneError, match="unknown schema_version .*upgrade edgeprune"):
         load_record(write_record(tmp_path / "r.json", data))

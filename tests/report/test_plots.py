@@ -37,9 +37,7 @@ def test_full_record_draws_every_figure(rendered: dict[str, Path]) -> None:
         ("power", "power was not measured (run 1: no power sensor was sampled in this run)"),
     ],
 )
-def test_missing_data_skips_with_reason(
-    tmp_path: Path, minimal_record: dict[str, Any], key: str, reason: str
-) -> None:
+def test_missing_data_skips_with_reason(tmp_path: Path, minimal_record: dict[str, Any], key: str, reason: str) -> None:
     outcome = render_plot(key, [minimal_record], tmp_path / f"{key}.png")
     assert outcome.path is None
     assert outcome.reason is not None and reason in outcome.reason

@@ -35,13 +35,25 @@ class PytRunner(Runner):
             launches, so the figures with and without it bracket what the GPU itself can do.
     """
 
-    def __init__(self, model: Any, device: str = "cpu", dtype: str = "float32", semi_structured: bool = False,
-                 input_shape: tuple[int, ...] | None = None, cuda_graphs: bool = False) -> None:
+    def __init__(
+        self,
+        model: Any,
+        device: str = "cpu",
+        dtype: str = "float32",
+        semi_structured: bool = False,
+        input_shape: tuple[int, ...] | None = None,
+        cuda_graphs: bool = False,
+    ) -> None:
         super().__init__("pyt")
         self.source, self.device, self.dtype = model, device, dtype
         self.input_shape = input_shape
-        self.settings = {"device": device, "dtype": dtype, "semi_structured": semi_structured,
-                         "cuda_graphs": cuda_graphs, "timer": "host perf_counter; cuda synchronize after each call"}
+        self.settings = {
+            "device": device,
+            "dtype": dtype,
+            "semi_structured": semi_structured,
+            "cuda_graphs": cuda_graphs,
+            "timer": "host perf_counter; cuda synchronize after each call",
+        }
         self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
         self.converted: list[str] = []
         self.left_dense: dict[str, str] = {}
@@ -172,4 +184,3 @@ class PytRunner(Runner):
                 end.synchronize()
                 times.append(float(start.elapsed_time(end)) / pipelined)
         return times
-

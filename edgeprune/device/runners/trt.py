@@ -388,9 +388,7 @@ class TrtRunner(Runner):
         for name in self._outputs:
             shape = tuple(int(d) for d in self._context.get_tensor_shape(name))
             if any(d < 0 for d in shape):
-                raise RunnerError(
-                    f"tensorrt: output {name} shape {shape} is not known after setting the inputs"
-                )
+                raise RunnerError(f"tensorrt: output {name} shape {shape} is not known after setting the inputs")
             dtype = self._dtype(name)
             nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
             self._buffer(name, nbytes)

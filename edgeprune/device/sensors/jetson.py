@@ -59,8 +59,13 @@ class NvpModel:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
-        return {"name": self.name, "id": self.mode_id, "fan_mode": self.fan_mode, "source": self.source,
-                "errors": len(self.errors)}
+        return {
+            "name": self.name,
+            "id": self.mode_id,
+            "fan_mode": self.fan_mode,
+            "source": self.source,
+            "errors": len(self.errors),
+        }
 
 
 def parse_nvpmodel(text: str) -> NvpModel:
@@ -110,8 +115,7 @@ def parse_nvpmodel_conf(text: str) -> tuple[dict[int, str], int | None]:
         ``{id: name}`` from the ``< POWER_MODEL ID=<id> NAME=<name> >`` lines, and the default id
         from ``< PM_CONFIG DEFAULT=<id> >`` (None when absent).
     """
-    modes = {int(m.group(1)): m.group(2)
-             for m in re.finditer(r"<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=(\S+?)\s*>", text)}
+    modes = {int(m.group(1)): m.group(2) for m in re.finditer(r"<\s*POWER_MODEL\s+ID=(\d+)\s+NAME=(\S+?)\s*>", text)}
     default = re.search(r"<\s*PM_CONFIG\s+DEFAULT=(\d+)\s*>", text)
     return modes, int(default.group(1)) if default else None
 
@@ -130,8 +134,9 @@ def nvpmodel_from_root(root: Path = Path("/")) -> NvpModel | None:
         return None
     conf = _read(root / "etc/nvpmodel.conf")
     modes = parse_nvpmodel_conf(conf)[0] if conf else {}
-    return NvpModel(name=modes.get(mode_id), mode_id=mode_id, fan_mode=fan,
-                    source="/var/lib/nvpmodel/status + /etc/nvpmodel.conf")
+    return NvpModel(
+        name=modes.get(mode_id), mode_id=mode_id, fan_mode=fan, source="/var/lib/nvpmodel/status + /etc/nvpmodel.conf"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,9 +265,14 @@ def _domain(name: str, body: str, scale: int = 1) -> ClockDomain:
     extra = {k: v for k, v in kv.items() if k not in ("MinFreq", "MaxFreq", "CurrentFreq")}
     extra.update({f"idle_{k}": v for k, v in _KV_RE.findall(idle)})
     return ClockDomain(
-        name=name, online=None if online is None else online == "1", governor=governor,
-        min_hz=_int(kv.get("MinFreq"), scale), max_hz=_int(kv.get("MaxFreq"), scale),
-        current_hz=_int(kv.get("CurrentFreq"), scale), extra=extra)
+        name=name,
+        online=None if online is None else online == "1",
+        governor=governor,
+        min_hz=_int(kv.get("MinFreq"), scale),
+        max_hz=_int(kv.get("MaxFreq"), scale),
+        current_hz=_int(kv.get("CurrentFreq"), scale),
+        extra=extra,
+    )
 
 
 def parse_jetson_clocks(text: str) -> JetsonClocks:
@@ -300,8 +310,7 @@ def parse_jetson_clocks(text: str) -> JetsonClocks:
         else:
             unparsed.append(line)
     cpus.sort(key=lambda c: int(c.name[3:]))
-    return JetsonClocks(cpus=tuple(cpus), engines=engines, unparsed=tuple(unparsed),
-                        **fields)
+    return JetsonClocks(cpus=tuple(cpus), engines=engines, unparsed=tuple(unparsed), **fields)
 
 
 def _read(path: Path) -> str | None:
@@ -336,8 +345,7 @@ def read_clocks(root: Path = Path("/")) -> JetsonClocks | None:
     Returns:
         The clocks, or None when no cpufreq directory exists under ``root``.
     """
-    cpu_dirs = sorted((p for p in (root / "sys/devices/system/cpu").glob("cpu[0-9]*") if p.is_dir()),
-                      key=_natural)
+    cpu_dirs = sorted((p for p in (root / "sys/devices/system/cpu").glob("cpu[0-9]*") if p.is_dir()), key=_natural)
     cpus = []
     for cpu in cpu_dirs:
         online_text = _read(cpu / "online")
@@ -345,24 +353,35 @@ def read_clocks(root: Path = Path("/")) -> JetsonClocks | None:
         freq = cpu / "cpufreq"
         if not freq.is_dir() and online:
             continue
-        cpus.append(ClockDomain(
-            name=cpu.name, online=online, governor=_read(freq / "scaling_governor"),
-            min_hz=_scaled(_read_int(freq / "scaling_min_freq"), 1000),
-            max_hz=_scaled(_read_int(freq / "scaling_max_freq"), 1000),
-            current_hz=_scaled(_read_int(freq / "scaling_cur_freq"), 1000)))
+        cpus.append(
+            ClockDomain(
+                name=cpu.name,
+                online=online,
+                governor=_read(freq / "scaling_governor"),
+                min_hz=_scaled(_read_int(freq / "scaling_min_freq"), 1000),
+                max_hz=_scaled(_read_int(freq / "scaling_max_freq"), 1000),
+                current_hz=_scaled(_read_int(freq / "scaling_cur_freq"), 1000),
+            )
+        )
     gpu = None
     for dev in sorted((root / "sys/class/devfreq").glob("*")):
         if any(hint in dev.name for hint in GPU_DEVFREQ_HINTS):
-            gpu = ClockDomain(name="GPU", governor=_read(dev / "governor"),
-                              min_hz=_read_int(dev / "min_freq"), max_hz=_read_int(dev / "max_freq"),
-                              current_hz=_read_int(dev / "cur_freq"), extra={"devfreq": dev.name})
+            gpu = ClockDomain(
+                name="GPU",
+                governor=_read(dev / "governor"),
+                min_hz=_read_int(dev / "min_freq"),
+                max_hz=_read_int(dev / "max_freq"),
+                current_hz=_read_int(dev / "cur_freq"),
+                extra={"devfreq": dev.name},
+            )
             break
     emc_dir = root / "sys/kernel/debug/bpmp/debug/clk/emc"
     emc = None
     rate = _read_int(emc_dir / "rate")
     if rate is not None:
-        emc = ClockDomain(name="EMC", min_hz=_read_int(emc_dir / "min_rate"),
-                          max_hz=_read_int(emc_dir / "max_rate"), current_hz=rate)
+        emc = ClockDomain(
+            name="EMC", min_hz=_read_int(emc_dir / "min_rate"), max_hz=_read_int(emc_dir / "max_rate"), current_hz=rate
+        )
     if not cpus and gpu is None:
         return None
     return JetsonClocks(cpus=tuple(cpus), gpu=gpu, emc=emc, source="sysfs")
@@ -424,9 +443,15 @@ def read_thermal_zones(root: Path = Path("/")) -> list[ThermalZone]:
                 passive.append(value / 1000.0)
             elif kind_of_trip == "critical":
                 critical.append(value / 1000.0)
-        zones.append(ThermalZone(zone=zone.name, type=kind, temp_c=temp,
-                                 passive_trip_c=min(passive) if passive else None,
-                                 critical_trip_c=min(critical) if critical else None))
+        zones.append(
+            ThermalZone(
+                zone=zone.name,
+                type=kind,
+                temp_c=temp,
+                passive_trip_c=min(passive) if passive else None,
+                critical_trip_c=min(critical) if critical else None,
+            )
+        )
     return zones
 
 
@@ -458,9 +483,15 @@ class CoolingDevice:
 
 def read_cooling_devices(root: Path = Path("/")) -> list[CoolingDevice]:
     """Every cooling device with its current and maximum state."""
-    return [CoolingDevice(name=dev.name, type=_read(dev / "type") or dev.name,
-                          cur_state=_read_int(dev / "cur_state"), max_state=_read_int(dev / "max_state"))
-            for dev in sorted((root / "sys/class/thermal").glob("cooling_device*"), key=_natural)]
+    return [
+        CoolingDevice(
+            name=dev.name,
+            type=_read(dev / "type") or dev.name,
+            cur_state=_read_int(dev / "cur_state"),
+            max_state=_read_int(dev / "max_state"),
+        )
+        for dev in sorted((root / "sys/class/thermal").glob("cooling_device*"), key=_natural)
+    ]
 
 
 @dataclass(frozen=True)
@@ -481,8 +512,7 @@ class ThrottleState:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
-        return {"throttled": self.throttled, "reasons": list(self.reasons),
-                "cpus_capped": list(self.cpus_capped)}
+        return {"throttled": self.throttled, "reasons": list(self.reasons), "cpus_capped": list(self.cpus_capped)}
 
 
 def read_throttling(root: Path = Path("/"), zones: Sequence[ThermalZone] | None = None) -> ThrottleState:
@@ -497,8 +527,7 @@ def read_throttling(root: Path = Path("/"), zones: Sequence[ThermalZone] | None 
     reasons: list[str] = []
     for z in zones:
         if z.over_passive_trip:
-            reasons.append(f"{z.type} at {z.temp_c:.1f} C is over its passive trip point "
-                           f"{z.passive_trip_c:.1f} C")
+            reasons.append(f"{z.type} at {z.temp_c:.1f} C is over its passive trip point {z.passive_trip_c:.1f} C")
     for dev in devices:
         if not dev.is_fan and dev.cur_state:
             reasons.append(f"cooling device {dev.type} engaged at state {dev.cur_state}/{dev.max_state}")
@@ -509,8 +538,9 @@ def read_throttling(root: Path = Path("/"), zones: Sequence[ThermalZone] | None 
         if limit is not None and hw is not None and limit < hw:
             capped.append(cpu.name)
     readable = any(z.temp_c is not None for z in zones) or any(d.cur_state is not None for d in devices)
-    return ThrottleState(throttled=bool(reasons) if readable else None, reasons=tuple(reasons),
-                         cpus_capped=tuple(capped))
+    return ThrottleState(
+        throttled=bool(reasons) if readable else None, reasons=tuple(reasons), cpus_capped=tuple(capped)
+    )
 
 
 # --------------------------------------------------------------------------------------------

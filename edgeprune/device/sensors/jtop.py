@@ -89,7 +89,7 @@ def power_from_stats(stats: Mapping[str, Any]) -> JtopPower:
         if key == "Power TOT" or key == "power cur":
             total = float(value)
         elif key.startswith("Power "):
-            rails[key[len("Power "):]] = float(value)
+            rails[key[len("Power ") :]] = float(value)
     return JtopPower(rails_mw=rails, jtop_sum_mw=total)
 
 
@@ -163,8 +163,10 @@ class JtopSource:
     """
 
     name = "jtop"
-    scope = ("on-module INA3221 rails read by the jetson-stats service; the carrier board and "
-             "anything on it are not included")
+    scope = (
+        "on-module INA3221 rails read by the jetson-stats service; the carrier board and "
+        "anything on it are not included"
+    )
 
     def __init__(self, client: Any | None = None, *, interval_s: float = 0.1) -> None:
         """Wrap a jtop client.
@@ -198,7 +200,8 @@ class JtopSource:
         except Exception as exc:  # jtop raises its own JtopException for service/version problems
             raise SensorUnavailable(
                 f"cannot connect to the jtop service ({exc}); check `systemctl status jtop.service` "
-                "and that the jetson-stats versions of service and client match") from exc
+                "and that the jetson-stats versions of service and client match"
+            ) from exc
         self._client = client
         self._owns_client = True
         return client

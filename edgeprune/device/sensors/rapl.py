@@ -71,12 +71,15 @@ def find_zones(root: Path = Path("/")) -> list[RaplZone]:
         SensorUnavailable: no zones, or a zone's ``name`` or range cannot be read.
     """
     base = root / "sys/class/powercap"
-    dirs = sorted((p for p in base.glob("intel-rapl:*") if p.is_dir()),
-                  key=lambda p: [int(x) for x in p.name.split(":")[1:] if x.isdigit()])
+    dirs = sorted(
+        (p for p in base.glob("intel-rapl:*") if p.is_dir()),
+        key=lambda p: [int(x) for x in p.name.split(":")[1:] if x.isdigit()],
+    )
     if not dirs:
         raise SensorUnavailable(
             f"no intel-rapl zones under {base}: not an x86 machine with RAPL, or the intel_rapl "
-            "driver is not loaded (modprobe intel_rapl_common)")
+            "driver is not loaded (modprobe intel_rapl_common)"
+        )
     labels: dict[str, str] = {}
     zones = []
     for path in dirs:
@@ -89,8 +92,7 @@ def find_zones(root: Path = Path("/")) -> list[RaplZone]:
         parent = ":".join(parts[:-1])
         label = f"{labels[parent]}/{name}" if len(parts) > 2 and parent in labels else name
         labels[path.name] = label
-        zones.append(RaplZone(label=label, path=path, max_energy_range_uj=max_range,
-                              top_level=len(parts) == 2))
+        zones.append(RaplZone(label=label, path=path, max_energy_range_uj=max_range, top_level=len(parts) == 2))
     return zones
 
 
@@ -104,12 +106,16 @@ class RaplSource:
     """
 
     name = "rapl"
-    scope = ("CPU package energy counters (RAPL); DRAM subzones, GPU and the rest of the platform "
-             "not included")
+    scope = "CPU package energy counters (RAPL); DRAM subzones, GPU and the rest of the platform not included"
     rate_hz = RAPL_RATE_HZ
 
-    def __init__(self, root: Path = Path("/"), *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        root: Path = Path("/"),
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         """Find the zones and take a first counter reading.
 
         Args:
@@ -175,8 +181,10 @@ class RaplSource:
             return {}
         counters = self.read_energy_uj()
         ranges = {z.label: z.max_energy_range_uj for z in self.zones}
-        power = {label: energy_delta_uj(self._last_uj[label], value, ranges[label]) / dt_s / 1000.0
-                 for label, value in counters.items()}
+        power = {
+            label: energy_delta_uj(self._last_uj[label], value, ranges[label]) / dt_s / 1000.0
+            for label, value in counters.items()
+        }
         self._last_uj, self._last_t = counters, now
         if self._total:
             power["total"] = sum(power[label] for label in self._total)

@@ -45,8 +45,7 @@ OFFLINE_TEMP_C = -256.0
 _UNIT_TO_KB = {"": 1 / 1024, "k": 1.0, "M": 1024.0, "G": 1024.0 * 1024.0}  # bare "B" is bytes
 
 _TIMESTAMP_RE = re.compile(r"^\s*(\d{2}-\d{2}-\d{4} \d{2}:\d{2}:\d{2})\s+")
-_RAM_RE = re.compile(
-    r"\bRAM (\d+)/(\d+)([kMG]?)B(?:\s*\(lfb (\d+)x(\d+)([kMG]?)B\))?")
+_RAM_RE = re.compile(r"\bRAM (\d+)/(\d+)([kMG]?)B(?:\s*\(lfb (\d+)x(\d+)([kMG]?)B\))?")
 _SWAP_RE = re.compile(r"\bSWAP (\d+)/(\d+)([kMG]?)B(?:\s*\(cached (\d+)([kMG]?)B\))?")
 _IRAM_RE = re.compile(r"\bIRAM (\d+)/(\d+)([kMG]?)B(?:\s*\(lfb (\d+)([kMG]?)B\))?")
 _CPU_RE = re.compile(r"\b[Cc][Pp][Uu] \[([^\]]*)\](?:@(\d+))?")
@@ -60,7 +59,8 @@ _ENGINE_VALUE_RE = re.compile(
     r"|(?:(?P<load>\d+)%)?@\[(?P<freqs>[\d,]+)\]"
     r"|(?:(?P<load2>\d+)%)?@(?P<freq>\d+)"
     r"|(?P<load3>\d+)%"
-    r"|(?P<plain>\d+))$")
+    r"|(?P<plain>\d+))$"
+)
 _CPU_CORE_RE = re.compile(r"^(?:(\d+)%)?(?:@(\d+))?$")
 
 
@@ -187,8 +187,13 @@ def _parse_cpus(body: str, shared_freq: str | None) -> tuple[CpuCore, ...]:
             cores.append(CpuCore(online=True))
             continue
         load, freq = match.group(1), match.group(2) or shared_freq
-        cores.append(CpuCore(online=True, load_pct=int(load) if load is not None else None,
-                             freq_mhz=int(freq) if freq is not None else None))
+        cores.append(
+            CpuCore(
+                online=True,
+                load_pct=int(load) if load is not None else None,
+                freq_mhz=int(freq) if freq is not None else None,
+            )
+        )
     return tuple(cores)
 
 
@@ -236,7 +241,7 @@ def parse_line(line: str) -> TegrastatsSample:
             values["timestamp"] = datetime.strptime(ts.group(1), "%m-%d-%Y %H:%M:%S")
         except ValueError:
             pass
-        text = text[ts.end():]
+        text = text[ts.end() :]
 
     spans: list[tuple[int, int]] = []
     if m := _RAM_RE.search(text):
@@ -298,8 +303,13 @@ def parse_line(line: str) -> TegrastatsSample:
             i += 1
     return TegrastatsSample(
         **values,
-        engines=engines, temperatures_c=temps, temperature_extra_c=temps_extra,
-        offline_sensors=tuple(offline), rails=rails, unparsed=tuple(unparsed))
+        engines=engines,
+        temperatures_c=temps,
+        temperature_extra_c=temps_extra,
+        offline_sensors=tuple(offline),
+        rails=rails,
+        unparsed=tuple(unparsed),
+    )
 
 
 def parse_lines(text: str) -> list[TegrastatsSample]:
@@ -327,11 +337,18 @@ class TegrastatsSource:
     """
 
     name = "tegrastats"
-    scope = ("on-module INA3221/INA238 rails as printed by tegrastats; the carrier board and "
-             "anything on it are not included")
+    scope = (
+        "on-module INA3221/INA238 rails as printed by tegrastats; the carrier board and anything on it are not included"
+    )
 
-    def __init__(self, stream: Iterable[str] | None = None, *, interval_ms: int = 1000,
-                 command: Sequence[str] | None = None, first_line_timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        stream: Iterable[str] | None = None,
+        *,
+        interval_ms: int = 1000,
+        command: Sequence[str] | None = None,
+        first_line_timeout_s: float | None = None,
+    ) -> None:
         """Create the source.
 
         Args:
@@ -353,8 +370,7 @@ class TegrastatsSource:
         self._ended = False
         self._reader: threading.Thread | None = None
         self._process: subprocess.Popen[str] | None = None
-        self._timeout_s = (first_line_timeout_s if first_line_timeout_s is not None
-                           else 2 * interval_ms / 1000 + 1.0)
+        self._timeout_s = first_line_timeout_s if first_line_timeout_s is not None else 2 * interval_ms / 1000 + 1.0
         self.lines_read = 0
 
     @classmethod
@@ -406,15 +422,15 @@ class TegrastatsSource:
         if stream is None and self._command is not None:
             try:
                 self._process = subprocess.Popen(
-                    self._command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+                    self._command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1
+                )
             except OSError as exc:
                 raise SensorUnavailable(f"cannot start {' '.join(self._command)}: {exc}") from exc
             out: IO[str] | None = self._process.stdout
             stream = out
         if stream is None:
             return
-        self._reader = threading.Thread(target=self._follow, args=(stream,), name="tegrastats-reader",
-                                        daemon=True)
+        self._reader = threading.Thread(target=self._follow, args=(stream,), name="tegrastats-reader", daemon=True)
         self._reader.start()
 
     def rails(self) -> list[str]:
@@ -442,8 +458,9 @@ class TegrastatsSource:
         self._ensure_started()
         if self.latest is None and self._reader is not None:
             if not self._first_line.wait(self._timeout_s):
-                raise SensorError(f"tegrastats printed no line in {self._timeout_s:.1f} s; "
-                                  "check that it runs on this board")
+                raise SensorError(
+                    f"tegrastats printed no line in {self._timeout_s:.1f} s; check that it runs on this board"
+                )
         with self._lock:
             sample, when, ended = self._latest, self._latest_t, self._ended
         if sample is None:
@@ -453,11 +470,12 @@ class TegrastatsSource:
         age_s = time.monotonic() - when
         max_age_s = max(3 * self.interval_ms / 1000, 0.5)
         if self._reader is not None and (ended or age_s > max_age_s):
-            raise SensorError(f"tegrastats stopped printing (newest line is {age_s:.1f} s old); "
-                              "its readings are stale")
+            raise SensorError(f"tegrastats stopped printing (newest line is {age_s:.1f} s old); its readings are stale")
         if not sample.rails:
-            raise SensorUnavailable("tegrastats prints no power rails here (some boards and L4T "
-                                    "releases show them only to root); run as root or use jtop")
+            raise SensorUnavailable(
+                "tegrastats prints no power rails here (some boards and L4T "
+                "releases show them only to root); run as root or use jtop"
+            )
         return sample.power_mw()
 
     def close(self) -> None:
