@@ -14,7 +14,7 @@ runner = CliRunner()
 def test_help_has_an_example(command: str) -> None:
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0
-    assert "Example:" in result.output
+    assert "Example:" in result.output or "Examples:" in result.output
 
 
 def one_line_error(result) -> str:
@@ -43,8 +43,9 @@ def test_unreadable_weights(tmp_path) -> None:
     bad = tmp_path / "w.safetensors"
     bad.write_bytes(b"\x00garbage")
     out = tmp_path / "out"
-    line = one_line_error(runner.invoke(app, ["prune", "digits-resnet", "--weights", str(bad), "--sparsity", "0.5",
-                                              "--out", str(out)]))
+    line = one_line_error(
+        runner.invoke(app, ["prune", "digits-resnet", "--weights", str(bad), "--sparsity", "0.5", "--out", str(out)])
+    )
     assert "cannot read weights file" in line
     assert not out.exists()
     assert bad.read_bytes() == b"\x00garbage"
@@ -57,8 +58,9 @@ def test_not_a_bundle(tmp_path) -> None:
 
 def test_prune_package_bench_analyze(tmp_path) -> None:
     pruned = tmp_path / "pruned"
-    result = runner.invoke(app, ["prune", "digits-resnet", "--pattern", "channel", "--sparsity", "0.3",
-                                 "--out", str(pruned)])
+    result = runner.invoke(
+        app, ["prune", "digits-resnet", "--pattern", "channel", "--sparsity", "0.3", "--out", str(pruned)]
+    )
     assert result.exit_code == 0, result.output
     assert (pruned / "plan.json").is_file()
     bundle_dir = tmp_path / "bundle"
@@ -68,8 +70,23 @@ def test_prune_package_bench_analyze(tmp_path) -> None:
     dense = tmp_path / "dense"
     assert runner.invoke(app, ["package", "digits-resnet", "--out", str(dense)]).exit_code == 0
     json_out = tmp_path / "r.json"
-    result = runner.invoke(app, ["bench", str(bundle_dir), "--baseline", str(dense), "--batch-sizes", "1",
-                                 "--min-duration-s", "0.05", "--min-iterations", "5", "--json", str(json_out)])
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            str(bundle_dir),
+            "--baseline",
+            str(dense),
+            "--batch-sizes",
+            "1",
+            "--min-duration-s",
+            "0.05",
+            "--min-iterations",
+            "5",
+            "--json",
+            str(json_out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json_out.is_file()
     result = runner.invoke(app, ["analyze", str(pruned), "--json", str(tmp_path / "a.json")])
