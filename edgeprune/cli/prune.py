@@ -13,49 +13,102 @@ DIGITS = "digits-resnet"
 def prune(
     model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     out: Annotated[Path, typer.Option(help="Folder for the pruned model (model.json, plan.json, weights).")],
-    pattern: Annotated[str, typer.Option(
-        help="channel, unstructured, nm, vector (kernel row), kernel (k x k), block (b x b of the GEMM view) "
-             "or bank (bank-balanced).")] = "channel",
+    pattern: Annotated[
+        str,
+        typer.Option(
+            help="channel, unstructured, nm, vector (kernel row), kernel (k x k), block (b x b of the GEMM view) "
+            "or bank (bank-balanced)."
+        ),
+    ] = "channel",
     sparsity: Annotated[float | None, typer.Option(help="Fraction removed, between 0 and 1.")] = None,
     target_macs: Annotated[float | None, typer.Option(help="channel only: fraction of MACs to keep.")] = None,
-    criterion: Annotated[str, typer.Option(help="channel only: l1, l2, bn-scale, random.")] = "l1",
+    target_params: Annotated[
+        float | None, typer.Option(help="channel only: fraction of parameters to keep (instead of --sparsity).")
+    ] = None,
+    criterion: Annotated[
+        str,
+        typer.Option(
+            help="channel only: l1, l2, bn-scale, fpgm, random, or taylor (digits-resnet: gradients "
+            "on --calib-samples training images)."
+        ),
+    ] = "l1",
+    global_ranking: Annotated[
+        bool,
+        typer.Option(
+            "--global",
+            help="channel only: rank channels across all groups instead of cutting "
+            "each group alike (capped by --max-sparsity).",
+        ),
+    ] = False,
+    max_sparsity: Annotated[float, typer.Option(help="channel only: most of one group ever removed.")] = 0.9,
+    layer_sparsity: Annotated[
+        str,
+        typer.Option(
+            help="channel only: comma-separated PATH=FRACTION overrides, e.g. "
+            "'layer1=0.25,layer3.conv1=0.6' (a path covers what is under it)."
+        ),
+    ] = "",
     round_to: Annotated[int, typer.Option(help="channel only: keep counts multiples of this.")] = 1,
     weights: Annotated[Path | None, typer.Option(help="A .safetensors or .pt state dict.")] = None,
     finetune_epochs: Annotated[int, typer.Option(help="digits-resnet only: fine-tune epochs after pruning.")] = 0,
     nm: Annotated[str, typer.Option(help="nm only: the N:M pattern, along input channels.")] = "2:4",
-    permute: Annotated[bool, typer.Option(
-        help="nm only: permute channels first so the mask keeps more magnitude (outputs unchanged).")] = False,
+    permute: Annotated[
+        bool, typer.Option(help="nm only: permute channels first so the mask keeps more magnitude (outputs unchanged).")
+    ] = False,
     block_size: Annotated[int, typer.Option(help="block only: tile side b, in weights of the GEMM view.")] = 4,
     banks: Annotated[int | None, typer.Option(help="bank only: banks per GEMM row (default 4).")] = None,
     bank_size: Annotated[int | None, typer.Option(help="bank only: weights per bank (instead of --banks).")] = None,
-    ignore: Annotated[str, typer.Option(
-        help="Comma-separated module paths left alone (masks default: stem conv and classifier).")] = "",
-    selector: Annotated[str | None, typer.Option(
-        help="channel only, digits-resnet: choose channels from data (lasso, omp, l1/2, magnitude) and refit "
-             "the next layer by least squares (He et al. 2017).")] = None,
+    ignore: Annotated[
+        str, typer.Option(help="Comma-separated module paths left alone (masks default: stem conv and classifier).")
+    ] = "",
+    selector: Annotated[
+        str | None,
+        typer.Option(
+            help="channel only, digits-resnet: choose channels from data (lasso, omp, l1/2, magnitude) and refit "
+            "the next layer by least squares (He et al. 2017)."
+        ),
+    ] = None,
     refit: Annotated[bool, typer.Option(help="With --selector: refit weights by least squares.")] = True,
     calib_samples: Annotated[int, typer.Option(help="With --selector: calibration images.")] = 256,
-    regularize: Annotated[str | None, typer.Option(
-        help="digits-resnet: train first with l1, l2, l1/2, group-lasso or bn-l1 (proximal steps), then "
-             "remove what it zeroed (channel) or mask it.")] = None,
-    reg_strength: Annotated[float | None, typer.Option(
-        help="With --regularize: lambda (default per penalty, tuned on digits-resnet).")] = None,
-    reg_groups: Annotated[str, typer.Option(
-        help="With --regularize group-lasso: comma-separated filter, channel, shape, depth.")] = "filter,channel",
+    regularize: Annotated[
+        str | None,
+        typer.Option(
+            help="digits-resnet: train first with l1, l2, l1/2, group-lasso or bn-l1 (proximal steps), then "
+            "remove what it zeroed (channel) or mask it."
+        ),
+    ] = None,
+    reg_strength: Annotated[
+        float | None, typer.Option(help="With --regularize: lambda (default per penalty, tuned on digits-resnet).")
+    ] = None,
+    reg_groups: Annotated[
+        str, typer.Option(help="With --regularize group-lasso: comma-separated filter, channel, shape, depth.")
+    ] = "filter,channel",
     reg_epochs: Annotated[int, typer.Option(help="With --regularize: training epochs.")] = 4,
     reg_lr: Annotated[float, typer.Option(help="With --regularize: peak learning rate.")] = 0.01,
-    schedule: Annotated[str, typer.Option(
-        help="oneshot, or gradual (cubic schedule, fine-tuning between steps; digits-resnet, mask patterns).")
+    schedule: Annotated[
+        str,
+        typer.Option(
+            help="oneshot, or gradual (cubic schedule, fine-tuning between steps; digits-resnet, mask patterns)."
+        ),
     ] = "oneshot",
     steps: Annotated[int, typer.Option(help="gradual only: pruning steps.")] = 4,
     step_epochs: Annotated[int, typer.Option(help="gradual only: fine-tune epochs after each step.")] = 1,
-    tolerance: Annotated[float | None, typer.Option(
-        help="gradual only: withdraw the last step and stop if accuracy drops more than this (e.g. 0.01).")] = None,
-    sparse_exec: Annotated[bool, typer.Option(
-        help="Time every sparse layer dense and as CSR on this CPU and report where CSR wins.")] = False,
-    sensitivity: Annotated[Path | None, typer.Option(
-        help="digits-resnet: scan per-layer sensitivity (accuracy vs sparsity, each layer alone) for this "
-             "pattern; writes this image and a .md table beside it.")] = None,
+    tolerance: Annotated[
+        float | None,
+        typer.Option(
+            help="gradual only: withdraw the last step and stop if accuracy drops more than this (e.g. 0.01)."
+        ),
+    ] = None,
+    sparse_exec: Annotated[
+        bool, typer.Option(help="Time every sparse layer dense and as CSR on this CPU and report where CSR wins.")
+    ] = False,
+    sensitivity: Annotated[
+        Path | None,
+        typer.Option(
+            help="digits-resnet: scan per-layer sensitivity (accuracy vs sparsity, each layer alone) for this "
+            "pattern; writes this image and a .md table beside it."
+        ),
+    ] = None,
 ) -> None:
     """Prune a model and write a pruned-model folder.
 
@@ -64,19 +117,43 @@ def prune(
 
     More: --pattern bank --sparsity 0.75 --schedule gradual --tolerance 0.01;
     --pattern nm --permute; --pattern channel --sparsity 0.5 --selector lasso;
-    --pattern channel --regularize group-lasso --reg-strength 6.
+    --pattern channel --regularize group-lasso --reg-strength 6;
+    --pattern channel --target-params 0.5 --global --criterion taylor;
+    --pattern channel --layer-sparsity 'layer1=0.25,layer3=0.5'.
     """
     with user_errors():
         from edgeprune.prune.api import PruneRequest
 
         n, m = _parse_nm(nm)
         request = PruneRequest(
-            pattern, sparsity=sparsity, target_macs=target_macs, criterion=criterion, round_to=round_to, n=n, m=m,
-            ignore=frozenset(p for p in ignore.split(",") if p.strip()), block=block_size, banks=banks,
-            bank_size=bank_size, permute=permute, selector=selector, refit=refit, calib_samples=calib_samples,
-            regularizer=regularize, reg_strength=reg_strength,
-            reg_groups=tuple(g.strip() for g in reg_groups.split(",") if g.strip()), reg_epochs=reg_epochs,
-            reg_lr=reg_lr, schedule=schedule, steps=steps, step_epochs=step_epochs, tolerance=tolerance,
+            pattern,
+            sparsity=sparsity,
+            target_macs=target_macs,
+            target_params=target_params,
+            global_ranking=global_ranking,
+            max_sparsity=max_sparsity,
+            layer_sparsity=_parse_layer_sparsity(layer_sparsity),
+            criterion=criterion,
+            round_to=round_to,
+            n=n,
+            m=m,
+            ignore=frozenset(p for p in ignore.split(",") if p.strip()),
+            block=block_size,
+            banks=banks,
+            bank_size=bank_size,
+            permute=permute,
+            selector=selector,
+            refit=refit,
+            calib_samples=calib_samples,
+            regularizer=regularize,
+            reg_strength=reg_strength,
+            reg_groups=tuple(g.strip() for g in reg_groups.split(",") if g.strip()),
+            reg_epochs=reg_epochs,
+            reg_lr=reg_lr,
+            schedule=schedule,
+            steps=steps,
+            step_epochs=step_epochs,
+            tolerance=tolerance,
         )
         if out.exists() and any(out.iterdir()) and not (out / "model.json").is_file():
             raise fail(f"{out} exists and is not a pruned-model folder: choose another --out")
@@ -101,13 +178,35 @@ def prune(
         before, after = model_cost(loaded.model, loaded.input_shape), model_cost(pruned, loaded.input_shape)
         if sparse_exec:
             summary["sparse_exec"] = _sparse_exec(pruned, loaded.input_shape)
-        meta = {"source": loaded.meta.get("source", loaded.spec), "input_shape": list(loaded.input_shape),
-                "method": pattern, "accuracy": accuracy, "summary": summary}
+        meta = {
+            "source": loaded.meta.get("source", loaded.spec),
+            "input_shape": list(loaded.input_shape),
+            "method": pattern,
+            "accuracy": accuracy,
+            "summary": summary,
+        }
         save_pruned(out, pruned, plan, meta)
         _print_summary(summary)
-        console.print(f"{pattern}: MACs {before.macs:,} → effective {after.effective_macs:,.0f} "
-                      f"({before.macs / max(after.effective_macs, 1):.2f}× theoretical, MAC ratio); "
-                      f"params {before.params:,} → {after.nonzero_params:,} non-zero; wrote {out}")
+        console.print(
+            f"{pattern}: MACs {before.macs:,} → effective {after.effective_macs:,.0f} "
+            f"({before.macs / max(after.effective_macs, 1):.2f}× theoretical, MAC ratio); "
+            f"params {before.params:,} → {after.nonzero_params:,} non-zero; wrote {out}"
+        )
+
+
+def _parse_layer_sparsity(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        path, sep, value = item.partition("=")
+        try:
+            if not sep or not path.strip():
+                raise ValueError
+            out[path.strip()] = float(value)
+        except ValueError:
+            raise fail(f"--layer-sparsity takes PATH=FRACTION items, got '{item}'") from None
+    return out
 
 
 def _parse_nm(text: str) -> tuple[int, int]:
@@ -133,8 +232,14 @@ def _finetune_digits(loaded: Any, model: Any, masks: dict[str, Any], epochs: int
 
     data = _digits_data(loaded, "--finetune-epochs")
     with progress_steps() as step:
-        train(model, data.x_train, data.y_train, TrainConfig(epochs=epochs, lr=0.01, seed=1), masks=masks or None,
-              on_step=lambda s, t: step("fine-tune", s, t))
+        train(
+            model,
+            data.x_train,
+            data.y_train,
+            TrainConfig(epochs=epochs, lr=0.01, seed=1),
+            masks=masks or None,
+            on_step=lambda s, t: step("fine-tune", s, t),
+        )
     return float(evaluate(model, data.x_eval, data.y_eval))
 
 
@@ -142,10 +247,25 @@ def _sensitivity(loaded: Any, request: Any, data: Any, path: Path) -> None:
     from edgeprune.models.train import evaluate
     from edgeprune.prune.sensitivity import layer_sensitivity, plot_sensitivity, sensitivity_markdown
 
-    options = {} if request.pattern == "channel" else {
-        "n": request.n, "m": request.m, "block": request.block, "banks": request.banks, "bank_size": request.bank_size}
-    rows = layer_sensitivity(loaded.model, loaded.input_shape, lambda mdl: evaluate(mdl, data.x_eval, data.y_eval),
-                             pattern=request.pattern, ignore=request.ignore, **options)
+    options = (
+        {}
+        if request.pattern == "channel"
+        else {
+            "n": request.n,
+            "m": request.m,
+            "block": request.block,
+            "banks": request.banks,
+            "bank_size": request.bank_size,
+        }
+    )
+    rows = layer_sensitivity(
+        loaded.model,
+        loaded.input_shape,
+        lambda mdl: evaluate(mdl, data.x_eval, data.y_eval),
+        pattern=request.pattern,
+        ignore=request.ignore,
+        **options,
+    )
     plot_sensitivity(rows, path, title=f"Per-layer sensitivity, {request.pattern}")
     table = sensitivity_markdown(rows)
     path.with_suffix(".md").write_text(table)
@@ -161,9 +281,12 @@ def _sparse_exec(model: Any, input_shape: tuple[int, ...]) -> list[dict[str, Any
         if row["dense_ms"] is None:
             continue
         verdict = "CSR" if row["csr"] else "dense"
-        console.print(f"  {row['module']}: sparsity {row['sparsity']:.0%}, dense {row['dense_ms']:.3f} ms, "
-                      f"CSR {row['csr_ms']:.3f} ms ({row['speedup']:.2f}×, theoretical {row['theoretical']:.1f}×) "
-                      f"→ {verdict}", highlight=False)
+        console.print(
+            f"  {row['module']}: sparsity {row['sparsity']:.0%}, dense {row['dense_ms']:.3f} ms, "
+            f"CSR {row['csr_ms']:.3f} ms ({row['speedup']:.2f}×, theoretical {row['theoretical']:.1f}×) "
+            f"→ {verdict}",
+            highlight=False,
+        )
     return report
 
 
@@ -173,8 +296,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
         if layer.get("skipped") and layer["skipped"] != "no zeros":
             console.print(f"  skipped {layer['module']}: {layer['skipped']}", highlight=False)
         if "relative_error" in layer:
-            console.print(f"  {layer['consumer']}: kept {layer['kept']}/{layer['channels']} channels, "
-                          f"reconstruction error {layer['relative_error']:.4f}", highlight=False)
+            console.print(
+                f"  {layer['consumer']}: kept {layer['kept']}/{layer['channels']} channels, "
+                f"reconstruction error {layer['relative_error']:.4f}",
+                highlight=False,
+            )
     failing = [c for c in summary.get("nm_check", []) if not c["ok"]]
     if summary.get("nm_check") is not None:
         valid = len(summary["nm_check"]) - len(failing)
@@ -183,18 +309,27 @@ def _print_summary(summary: dict[str, Any]) -> None:
             console.print(f"    {check['module']}: {check['reason'] or 'left dense'}", highlight=False)
     if "permutation" in summary:
         perm = summary["permutation"]
-        console.print(f"  permutation: kept magnitude {perm['kept_before']:.1f} → {perm['kept_after']:.1f} "
-                      f"(+{100 * perm['gain']:.2f}%)", highlight=False)
+        console.print(
+            f"  permutation: kept magnitude {perm['kept_before']:.1f} → {perm['kept_after']:.1f} "
+            f"(+{100 * perm['gain']:.2f}%)",
+            highlight=False,
+        )
     if "storage" in summary:
         storage = summary["storage"]
-        console.print(f"  storage (computed): dense {storage['dense_bytes']:,} B → {storage['best_bytes']:,} B in the "
-                      f"best format per layer ({storage['compression']:.2f}×)", highlight=False)
+        console.print(
+            f"  storage (computed): dense {storage['dense_bytes']:,} B → {storage['best_bytes']:,} B in the "
+            f"best format per layer ({storage['compression']:.2f}×)",
+            highlight=False,
+        )
     if "schedule" in summary:
         sched = summary["schedule"]
         for record in sched["history"]:
             acc = "–" if record["accuracy"] is None else f"{100 * record['accuracy']:.1f}%"
-            console.print(f"  step {record['step']}: sparsity {record['sparsity']:.1%}, accuracy {acc}"
-                          f"{'' if record['accepted'] else ' (withdrawn)'}", highlight=False)
+            console.print(
+                f"  step {record['step']}: sparsity {record['sparsity']:.1%}, accuracy {acc}"
+                f"{'' if record['accepted'] else ' (withdrawn)'}",
+                highlight=False,
+            )
         if sched["withdrawn"]:
             console.print(f"  {sched['withdrawn']}", highlight=False)
     if "regularization" in summary:
@@ -202,9 +337,15 @@ def _print_summary(summary: dict[str, Any]) -> None:
         rows = reg["structure"]
         mean_rows = sum(r["row_sparsity"] for r in rows) / max(1, len(rows))
         mean_cols = sum(r["column_sparsity"] for r in rows) / max(1, len(rows))
-        console.print(f"  {reg['kind']} (λ={reg['strength']:g}, {reg['epochs']} epochs): mean row sparsity "
-                      f"{mean_rows:.0%}, column sparsity {mean_cols:.0%}", highlight=False)
+        console.print(
+            f"  {reg['kind']} (λ={reg['strength']:g}, {reg['epochs']} epochs): mean row sparsity "
+            f"{mean_rows:.0%}, column sparsity {mean_cols:.0%}",
+            highlight=False,
+        )
     if "removed" in summary:
         removed = summary["removed"]
-        console.print(f"  removed {removed['channels_removed']} all-zero channels "
-                      f"(output change {removed['max_output_diff']:.2g})", highlight=False)
+        console.print(
+            f"  removed {removed['channels_removed']} all-zero channels "
+            f"(output change {removed['max_output_diff']:.2g})",
+            highlight=False,
+        )

@@ -22,7 +22,7 @@ Methods that look at data need a :class:`PruneData`; the CLI has one only for ``
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
@@ -39,6 +39,8 @@ from edgeprune.prune.structural import ChannelConfig, prune_channels
 PATTERNS = ("channel", "unstructured", "nm", "vector", "kernel", "block", "bank")
 SCHEDULES = ("oneshot", "gradual")
 SELECTORS = ("lasso", "omp", "l1/2", "magnitude")
+DATA_CRITERIA = ("taylor",)
+"""Channel criteria that score from gradients on calibration batches (taken from the training images)."""
 REGULARIZERS = ("l1", "l2", "l1/2", "group-lasso", "bn-l1")
 # Lambda per penalty when none is given: what gives clear sparsity at a small accuracy cost on
 # digits-resnet in 4 epochs at lr 0.01 (benchmarks/group_lasso.py); other models need their own.
@@ -85,6 +87,11 @@ class PruneRequest:
         steps: pruning steps of the gradual schedule.
         step_epochs: fine-tuning epochs after each gradual step.
         tolerance: gradual only: the withdraw rule's allowed accuracy drop (e.g. 0.01); None: off.
+        target_params: for channel pruning, the fraction of parameters to keep instead.
+        global_ranking: channel only: rank channels across all groups instead of cutting each alike.
+        max_sparsity: channel only: never remove more than this fraction of one group.
+        layer_sparsity: channel only: module path -> fraction removed from what it produces,
+            overriding the uniform or global amount there.
     """
 
     pattern: str
@@ -111,22 +118,48 @@ class PruneRequest:
     steps: int = 4
     step_epochs: int = 1
     tolerance: float | None = None
+    target_params: float | None = None
+    global_ranking: bool = False
+    max_sparsity: float = 0.9
+    layer_sparsity: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.pattern not in PATTERNS:
             raise UsageError(f"unknown pattern '{self.pattern}': choose one of {', '.join(PATTERNS)}")
-        for label, value in (("sparsity", self.sparsity), ("target-macs", self.target_macs)):
+        amounts = (
+            ("sparsity", self.sparsity),
+            ("target-macs", self.target_macs),
+            ("target-params", self.target_params),
+            ("max-sparsity", self.max_sparsity),
+            *((f"layer-sparsity {k}", v) for k, v in self.layer_sparsity.items()),
+        )
+        for label, value in amounts:
             if value is not None and not 0.0 < value < 1.0:
                 raise UsageError(f"{label} must be between 0 and 1 (exclusive), got {value}")
+        given = [label for label, value in amounts[:3] if value is not None]
+        if len(given) > 1:
+            raise UsageError(f"give one of --sparsity, --target-macs, --target-params, not {' and '.join(given)}")
+        channel_only = {
+            "--target-params": self.target_params is not None,
+            "--global": self.global_ranking,
+            "--layer-sparsity": bool(self.layer_sparsity),
+        }
+        for label, used in channel_only.items():
+            if used and self.pattern != "channel":
+                raise UsageError(f"{label} applies to the channel pattern only")
         if self.regularizer is not None and self.regularizer not in REGULARIZERS:
             raise UsageError(f"unknown regularizer '{self.regularizer}': choose one of {', '.join(REGULARIZERS)}")
         masked = self.pattern in MASK_PATTERNS and self.pattern != "nm"
         removes_zeros = self.regularizer in ("l1", "l1/2", "group-lasso")
         if masked and self.sparsity is None and not removes_zeros:
             raise UsageError(f"{self.pattern} pruning needs --sparsity")
-        if self.pattern == "channel" and self.sparsity is None and self.target_macs is None and not (
-                removes_zeros and self.selector is None):
-            raise UsageError("channel pruning needs --sparsity or --target-macs")
+        if (
+            self.pattern == "channel"
+            and not given
+            and not self.layer_sparsity
+            and not (removes_zeros and self.selector is None)
+        ):
+            raise UsageError("channel pruning needs --sparsity, --target-macs, --target-params or --layer-sparsity")
         if self.banks is not None and self.bank_size is not None:
             raise UsageError("give --banks or --bank-size, not both")
         for label, count in (("banks", self.banks), ("bank-size", self.bank_size), ("block", self.block)):
@@ -154,7 +187,12 @@ class PruneRequest:
     @property
     def needs_data(self) -> bool:
         """Whether :func:`prune_model` needs a :class:`PruneData` for this request."""
-        return self.regularizer is not None or self.selector is not None or self.schedule == "gradual"
+        return (
+            self.regularizer is not None
+            or self.selector is not None
+            or self.schedule == "gradual"
+            or (self.pattern == "channel" and self.criterion in DATA_CRITERIA)
+        )
 
 
 def default_ignore(model: nn.Module) -> frozenset[str]:
@@ -167,7 +205,10 @@ def default_ignore(model: nn.Module) -> frozenset[str]:
 
 
 def prune_model(
-    model: nn.Module, input_shape: tuple[int, ...], request: PruneRequest, data: PruneData | None = None,
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    request: PruneRequest,
+    data: PruneData | None = None,
     progress: Progress | None = None,
 ) -> tuple[nn.Module, PrunePlan, dict[str, Any]]:
     """Prune a copy of ``model``; returns (pruned model, plan, summary). The input is untouched.
@@ -183,8 +224,10 @@ def prune_model(
         UsageError, GraphError, PruneError: with a message that says what to do.
     """
     if request.needs_data and data is None:
-        raise UsageError("this method needs training data (regularization, a data-aware selector or the gradual "
-                         "schedule): only digits-resnet has a data set built in; from Python, pass PruneData")
+        raise UsageError(
+            "this method needs training data (regularization, a data-aware selector or criterion, or the "
+            "gradual schedule): only digits-resnet has a data set built in; from Python, pass PruneData"
+        )
     source, extra = model, {}
     if request.regularizer is not None:
         assert data is not None
@@ -197,8 +240,9 @@ def prune_model(
     return pruned, plan, summary
 
 
-def _regularize(model: nn.Module, input_shape: tuple[int, ...], request: PruneRequest, data: PruneData,
-                progress: Progress | None) -> tuple[nn.Module, dict[str, Any]]:
+def _regularize(
+    model: nn.Module, input_shape: tuple[int, ...], request: PruneRequest, data: PruneData, progress: Progress | None
+) -> tuple[nn.Module, dict[str, Any]]:
     from edgeprune.prune.regularize import Regularizer, RegularizerConfig, structure_report, train_regularized
 
     ignore = request.ignore or default_ignore(model)
@@ -207,29 +251,55 @@ def _regularize(model: nn.Module, input_shape: tuple[int, ...], request: PruneRe
     strength = request.reg_strength if request.reg_strength is not None else DEFAULT_STRENGTH[kind]
     config = RegularizerConfig(kind, strength, tuple(request.reg_groups), ignore)
     regularizer = Regularizer(trained, config, input_shape)
-    train_regularized(trained, data.x_train, data.y_train,
-                      TrainConfig(epochs=request.reg_epochs, lr=request.reg_lr, seed=2), regularizer,
-                      on_step=None if progress is None else partial(progress, f"{config.kind} training"))
-    report: dict[str, Any] = {"kind": config.kind, "strength": config.strength, "epochs": request.reg_epochs,
-                              "groupings": list(config.groupings) if config.kind == "group-lasso" else None,
-                              "structure": structure_report(trained, ignore)}
+    train_regularized(
+        trained,
+        data.x_train,
+        data.y_train,
+        TrainConfig(epochs=request.reg_epochs, lr=request.reg_lr, seed=2),
+        regularizer,
+        on_step=None if progress is None else partial(progress, f"{config.kind} training"),
+    )
+    report: dict[str, Any] = {
+        "kind": config.kind,
+        "strength": config.strength,
+        "epochs": request.reg_epochs,
+        "groupings": list(config.groupings) if config.kind == "group-lasso" else None,
+        "structure": structure_report(trained, ignore),
+    }
     if data.x_eval is not None and data.y_eval is not None:
         report["accuracy"] = evaluate(trained, data.x_eval, data.y_eval)
     return trained, report
 
 
-def _prune_channels(model: nn.Module, input_shape: tuple[int, ...], request: PruneRequest,
-                    data: PruneData | None) -> tuple[nn.Module, PrunePlan, dict[str, Any]]:
+def _prune_channels(
+    model: nn.Module, input_shape: tuple[int, ...], request: PruneRequest, data: PruneData | None
+) -> tuple[nn.Module, PrunePlan, dict[str, Any]]:
     if request.selector is not None:
         from edgeprune.prune.reconstruct import ReconstructConfig, reconstruct_channels
 
         assert data is not None and request.sparsity is not None
-        rebuilt = reconstruct_channels(model, input_shape, data.x_train[:request.calib_samples], ReconstructConfig(
-            sparsity=request.sparsity, selector=request.selector, refit=request.refit, ignore=request.ignore))
-        summary = {"pattern": "channel", "selector": request.selector, "refit": request.refit,
-                   "layers": [{k: v for k, v in layer.items() if k != "selected"} for layer in rebuilt.layers]}
+        rebuilt = reconstruct_channels(
+            model,
+            input_shape,
+            data.x_train[: request.calib_samples],
+            ReconstructConfig(
+                sparsity=request.sparsity, selector=request.selector, refit=request.refit, ignore=request.ignore
+            ),
+        )
+        summary = {
+            "pattern": "channel",
+            "selector": request.selector,
+            "refit": request.refit,
+            "layers": [{k: v for k, v in layer.items() if k != "selected"} for layer in rebuilt.layers],
+        }
         return rebuilt.model, PrunePlan("channel", rebuilt.plan), summary
-    if request.regularizer is not None and request.sparsity is None and request.target_macs is None:
+    if (
+        request.regularizer is not None
+        and request.sparsity is None
+        and request.target_macs is None
+        and request.target_params is None
+        and not request.layer_sparsity
+    ):
         from edgeprune.prune.regularize import remove_zero_channels, zero_masks
 
         pruned, plan, report = remove_zero_channels(model, input_shape, ignore=request.ignore)
@@ -237,17 +307,46 @@ def _prune_channels(model: nn.Module, input_shape: tuple[int, ...], request: Pru
         summary = {"pattern": "channel", "removed": report}
         return pruned, PrunePlan("channel", plan, masks), summary
     criterion = "bn-scale" if request.regularizer == "bn-l1" and request.criterion == "l1" else request.criterion
-    result = prune_channels(model, input_shape, ChannelConfig(
-        sparsity=request.sparsity, target_macs=request.target_macs, criterion=criterion,
-        ignore=request.ignore, round_to=request.round_to,
-    ))
-    summary = {"pattern": "channel", "criterion": criterion, "channel_ratio": result.ratio,
-               "macs_before": result.macs_before, "macs_after": result.macs_after, "groups": result.groups}
+    calibration = None
+    if criterion in DATA_CRITERIA:
+        assert data is not None
+        images = data.x_train[: request.calib_samples]
+        labels = data.y_train[: request.calib_samples]
+        calibration = [(images[i : i + 64], labels[i : i + 64]) for i in range(0, len(images), 64)]
+    result = prune_channels(
+        model,
+        input_shape,
+        ChannelConfig(
+            sparsity=request.sparsity,
+            target_macs=request.target_macs,
+            target_params=request.target_params,
+            criterion=criterion,
+            ignore=request.ignore,
+            round_to=request.round_to,
+            max_sparsity=request.max_sparsity,
+            global_ranking=request.global_ranking,
+            layer_sparsity=dict(request.layer_sparsity),
+            calibration=calibration,
+        ),
+    )
+    summary = {
+        "pattern": "channel",
+        "criterion": criterion,
+        "channel_ratio": result.ratio,
+        "macs_before": result.macs_before,
+        "macs_after": result.macs_after,
+        "groups": result.groups,
+    }
     return result.model, PrunePlan("channel", result.plan), summary
 
 
-def _prune_masks(model: nn.Module, input_shape: tuple[int, ...], request: PruneRequest, data: PruneData | None,
-                 progress: Progress | None = None) -> tuple[nn.Module, PrunePlan, dict[str, Any]]:
+def _prune_masks(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    request: PruneRequest,
+    data: PruneData | None,
+    progress: Progress | None = None,
+) -> tuple[nn.Module, PrunePlan, dict[str, Any]]:
     from edgeprune.prune.storage import storage_table, storage_totals
 
     ignore = request.ignore or default_ignore(model)
@@ -258,8 +357,12 @@ def _prune_masks(model: nn.Module, input_shape: tuple[int, ...], request: PruneR
 
         permutation = permute_for_nm(model, input_shape, request.n, request.m, ignore)
         source = permutation.model
-        summary["permutation"] = {"kept_before": permutation.kept_before, "kept_after": permutation.kept_after,
-                                  "gain": permutation.gain, "groups": permutation.groups}
+        summary["permutation"] = {
+            "kept_before": permutation.kept_before,
+            "kept_after": permutation.kept_after,
+            "gain": permutation.gain,
+            "groups": permutation.groups,
+        }
     options: dict[str, Any] = {"block": request.block, "banks": request.banks, "bank_size": request.bank_size}
     pruned = copy.deepcopy(source)
     if request.schedule == "gradual":
@@ -272,35 +375,59 @@ def _prune_masks(model: nn.Module, input_shape: tuple[int, ...], request: PruneR
         masks = zero_masks(pruned, ignore)
         reports = _reports(pruned, masks, request.pattern, ignore)
     else:
-        masks, mask_reports = make_masks(source, request.pattern, request.sparsity or 0.5, request.n, request.m,
-                                         ignore, **options)
+        masks, mask_reports = make_masks(
+            source, request.pattern, request.sparsity or 0.5, request.n, request.m, ignore, **options
+        )
         reports = [{"module": r.module, "sparsity": r.sparsity, "skipped": r.skipped} for r in mask_reports]
         apply_masks(pruned, masks)
-    summary.update({
-        "n_m": [request.n, request.m] if request.pattern == "nm" else None,
-        "block": request.block if request.pattern == "block" else None,
-        "banks": (request.banks or (None if request.bank_size else 4)) if request.pattern == "bank" else None,
-        "bank_size": request.bank_size if request.pattern == "bank" else None,
-        "ignored": sorted(ignore),
-        "layers": reports,
-        "storage": storage_totals(storage_table(pruned, n=request.n, m=request.m, block=request.block,
-                                                banks=request.banks, bank_size=request.bank_size)),
-    })
+    summary.update(
+        {
+            "n_m": [request.n, request.m] if request.pattern == "nm" else None,
+            "block": request.block if request.pattern == "block" else None,
+            "banks": (request.banks or (None if request.bank_size else 4)) if request.pattern == "bank" else None,
+            "bank_size": request.bank_size if request.pattern == "bank" else None,
+            "ignored": sorted(ignore),
+            "layers": reports,
+            "storage": storage_totals(
+                storage_table(
+                    pruned,
+                    n=request.n,
+                    m=request.m,
+                    block=request.block,
+                    banks=request.banks,
+                    bank_size=request.bank_size,
+                )
+            ),
+        }
+    )
     if request.pattern == "nm":
         summary["nm_check"] = [asdict(check) for check in validate_nm(pruned, request.n, request.m)]
     return pruned, PrunePlan(request.pattern, [], masks), summary
 
 
-def _reports(model: nn.Module, masks: dict[str, torch.Tensor], pattern: str,
-             ignore: frozenset[str]) -> list[dict[str, Any]]:
+def _reports(
+    model: nn.Module, masks: dict[str, torch.Tensor], pattern: str, ignore: frozenset[str]
+) -> list[dict[str, Any]]:
     from edgeprune.prune.patterns import prunable_layers
 
-    return [{"module": path, "sparsity": 1.0 - float(masks[path].float().mean()) if path in masks else 0.0,
-             "skipped": None if path in masks else "no zeros"} for path in prunable_layers(model, ignore)]
+    return [
+        {
+            "module": path,
+            "sparsity": 1.0 - float(masks[path].float().mean()) if path in masks else 0.0,
+            "skipped": None if path in masks else "no zeros",
+        }
+        for path in prunable_layers(model, ignore)
+    ]
 
 
-def _gradual(model: nn.Module, request: PruneRequest, data: PruneData, ignore: frozenset[str],
-             options: dict[str, Any], progress: Progress | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _gradual(
+    model: nn.Module,
+    request: PruneRequest,
+    data: PruneData,
+    ignore: frozenset[str],
+    options: dict[str, Any],
+    progress: Progress | None,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     from edgeprune.prune.schedule import cubic_schedule, gradual_prune
 
     assert request.sparsity is not None
@@ -313,9 +440,14 @@ def _gradual(model: nn.Module, request: PruneRequest, data: PruneData, ignore: f
     def finetune(current: nn.Module, masks: dict[str, torch.Tensor]) -> None:
         if request.step_epochs > 0:
             round_ = next(counter)
-            train(current, data.x_train, data.y_train,
-                  TrainConfig(epochs=request.step_epochs, lr=0.01, seed=10 + round_), masks=masks,
-                  on_step=None if progress is None else partial(progress, f"gradual fine-tune {round_ + 1}"))
+            train(
+                current,
+                data.x_train,
+                data.y_train,
+                TrainConfig(epochs=request.step_epochs, lr=0.01, seed=10 + round_),
+                masks=masks,
+                on_step=None if progress is None else partial(progress, f"gradual fine-tune {round_ + 1}"),
+            )
 
     has_eval = data.x_eval is not None and data.y_eval is not None
 
@@ -323,8 +455,12 @@ def _gradual(model: nn.Module, request: PruneRequest, data: PruneData, ignore: f
         assert data.x_eval is not None and data.y_eval is not None
         return evaluate(current, data.x_eval, data.y_eval)
 
-    result = gradual_prune(model, steps, mask_fn, finetune, accuracy if has_eval else None,
-                           tolerance=request.tolerance)
-    return result.masks, {"kind": "gradual (cubic, Zhu and Gupta)", "steps": steps, "history": result.history,
-                          "withdrawn": result.withdrawn, "reference_accuracy": result.reference_accuracy,
-                          "final_sparsity": result.final_sparsity}
+    result = gradual_prune(model, steps, mask_fn, finetune, accuracy if has_eval else None, tolerance=request.tolerance)
+    return result.masks, {
+        "kind": "gradual (cubic, Zhu and Gupta)",
+        "steps": steps,
+        "history": result.history,
+        "withdrawn": result.withdrawn,
+        "reference_accuracy": result.reference_accuracy,
+        "final_sparsity": result.final_sparsity,
+    }
