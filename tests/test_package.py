@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import onnx
 import pytest
@@ -26,14 +28,26 @@ def bundles(tmp_path_factory):
     base = digits_resnet().eval()
     base_cost = model_cost(base, INPUT_SHAPE)
     root = tmp_path_factory.mktemp("bundles")
-    made = {"dense": package_model(base, INPUT_SHAPE, root / "dense", name="dense", spec="digits-resnet",
-                                   baseline_cost=base_cost)}
-    for name, request in {"unstructured": PruneRequest("unstructured", sparsity=0.5),
-                          "nm": PruneRequest("nm"),
-                          "channel": PruneRequest("channel", target_macs=0.5, round_to=8)}.items():
+    made = {
+        "dense": package_model(
+            base, INPUT_SHAPE, root / "dense", name="dense", spec="digits-resnet", baseline_cost=base_cost
+        )
+    }
+    for name, request in {
+        "unstructured": PruneRequest("unstructured", sparsity=0.5),
+        "nm": PruneRequest("nm"),
+        "channel": PruneRequest("channel", target_macs=0.5, round_to=8),
+    }.items():
         pruned, _, _ = prune_model(base, INPUT_SHAPE, request)
-        made[name] = package_model(pruned, INPUT_SHAPE, root / name, name=name, spec="digits-resnet",
-                                   pattern=request.pattern, baseline_cost=base_cost)
+        made[name] = package_model(
+            pruned,
+            INPUT_SHAPE,
+            root / name,
+            name=name,
+            spec="digits-resnet",
+            pattern=request.pattern,
+            baseline_cost=base_cost,
+        )
     return root, made
 
 
@@ -88,8 +102,9 @@ class NotDeterministic(nn.Module):
 
 def test_parity_failure_writes_nothing(tmp_path) -> None:
     with pytest.raises(ExportError, match="differs from PyTorch"):
-        package_model(NotDeterministic(), (4,), tmp_path / "b", name="x", spec="x",
-                      reference_inputs=np.ones((2, 4), np.float32))
+        package_model(
+            NotDeterministic(), (4,), tmp_path / "b", name="x", spec="x", reference_inputs=np.ones((2, 4), np.float32)
+        )
     assert not (tmp_path / "b").exists()
 
 
@@ -113,11 +128,32 @@ class ConstantSource:
 
 def test_energy_per_inference_with_a_sensor(bundles) -> None:
     root, _ = bundles
-    request = BenchRequest([root / "channel"], None, (1,), QUICK, power_source=ConstantSource(),
-                           idle_s=0.6, energy_s=0.6)  # several 10 Hz samples inside each window, even under load
+    request = BenchRequest(
+        [root / "channel"], None, (1,), QUICK, power_source=ConstantSource(), idle_s=0.6, energy_s=0.6
+    )  # several 10 Hz samples inside each window, even under load
     record = run_bench(request)
     energy = record["variants"][0]["energy"]["1"]
     assert record["power"]["source"] == "constant"
     # Constant 2 W: gross energy per inference is 2000 mW * window / inferences; net is ~0.
     assert energy["energy_mj_per_inference"] > 0
     assert abs(energy["energy_mj_per_inference_net"]) < 0.05 * energy["energy_mj_per_inference"]
+    assert energy["counter_energy_mj_per_inference"] is None  # this source has no energy counter
+
+
+class CountingSource(ConstantSource):
+    """2 W, plus a cumulative energy counter in mJ (as NVML keeps on Volta and newer GPUs)."""
+
+    name = "counting"
+
+    def read_energy_mj(self) -> float:
+        return 2000.0 * time.monotonic()
+
+
+def test_energy_counter_is_kept_beside_the_sampled_figure(bundles) -> None:
+    root, _ = bundles
+    request = BenchRequest(
+        [root / "channel"], None, (1,), QUICK, power_source=CountingSource(), idle_s=0.6, energy_s=0.6
+    )
+    energy = run_bench(request)["variants"][0]["energy"]["1"]
+    # Same 2 W seen two ways: the counter's difference and the integral of the samples agree.
+    assert energy["counter_energy_mj_per_inference"] == pytest.approx(energy["energy_mj_per_inference"], rel=0.05)
