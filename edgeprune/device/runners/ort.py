@@ -58,6 +58,7 @@ class OrtRunner(Runner):
             "graph_optimization_level": "all",
         }
         self._session: Any = None
+        self._output_names: list[str] = []
 
     def _activate_impl(self) -> None:
         try:
@@ -82,6 +83,7 @@ class OrtRunner(Runner):
             self._session = ort.InferenceSession(str(self.model_path), options, providers=chosen)
         except Exception as err:  # ORT raises its own untyped exceptions for invalid models
             raise RunnerError(f"ONNX Runtime cannot load {self.model_path}: {err}") from err
+        self._output_names = [o.name for o in self._session.get_outputs()]
 
     def _deactivate_impl(self) -> None:
         self._session = None
@@ -93,6 +95,5 @@ class OrtRunner(Runner):
         ]
 
     def _infer_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = [o.name for o in self._session.get_outputs()]
-        values = self._session.run(names, dict(feeds))
-        return dict(zip(names, values))
+        values = self._session.run(self._output_names, dict(feeds))
+        return dict(zip(self._output_names, values))
