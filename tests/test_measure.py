@@ -78,3 +78,22 @@ def test_interleaving_alternates_and_meets_the_stopping_rule() -> None:
     timed = [n for n in log if n in "ab"]
     switches = sum(1 for x, y in zip(timed, timed[1:]) if x != y)
     assert switches >= 3  # not one block after the other
+
+
+def test_inputs_are_checked_for_every_new_signature() -> None:
+    import pytest
+
+    from edgeprune.errors import RunnerError
+
+    runner = Sleeper("s", 0.0, [])
+    runner.activate()
+    assert runner.infer({"x": np.zeros(3, np.float32)})["y"].shape == (3,)
+    # A signature seen before skips the check; a new one is checked again, every time.
+    for _ in range(2):
+        with pytest.raises(RunnerError, match="is float64, the model expects float32"):
+            runner.infer({"x": np.zeros(3, np.float64)})
+        with pytest.raises(RunnerError, match="rank 2"):
+            runner.infer({"x": np.zeros((3, 1), np.float32)})
+    runner.deactivate()
+    with pytest.raises(RunnerError, match="activate"):
+        runner.infer({"x": np.zeros(3, np.float32)})
