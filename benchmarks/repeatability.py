@@ -84,9 +84,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for i, (p50, cov, n, ours, plain) in enumerate(rows, 1):
-        lines.append(
-            f"| {i} | {p50:.4f} | {100 * cov:.1f}% | {n} | {ours:.4f} | {plain:.4f} | {ours / plain:.3f} |"
-        )
+        lines.append(f"| {i} | {p50:.4f} | {100 * cov:.1f}% | {n} | {ours:.4f} | {plain:.4f} | {ours / plain:.3f} |")
     spread = (max(p50s) - min(p50s)) / statistics.median(p50s)
     ratios = [r[3] / r[4] for r in rows]
     lines += [
