@@ -38,12 +38,15 @@ def print_demo_table(record: dict[str, Any]) -> None:
         "accuracy",
         "p50 ms",
         "MAC ratio×",
-        "kernel-aware×",
+        "kernel×",
         "roofline×",
         "measured×",
-        "measured/MAC ratio",
+        "meas./MAC",
     ):
-        table.add_column(column, justify="left" if column == "variant" else "right")
+        if column == "variant":  # names are what people read first: never cut them
+            table.add_column(column, no_wrap=True, min_width=max(len(r["variant"]) for r in table_rows(record)))
+        else:
+            table.add_column(column, justify="right")
     for row in table_rows(record):
         table.add_row(
             row["variant"],
@@ -60,8 +63,9 @@ def print_demo_table(record: dict[str, Any]) -> None:
         )
     console.print(table)
     console.print(
-        "MAC ratio, kernel-aware and roofline are theoretical estimates for this CPU; measured× is "
-        "baseline p50 / variant p50, timed interleaved in the same run. Per-layer explanation: report.html.",
+        "MAC ratio×, kernel× (kernel-aware: counts a pattern only where a kernel exploits it) and roofline× are "
+        "theoretical estimates for this CPU; measured× is baseline p50 / variant p50, timed interleaved in the "
+        "same run; meas./MAC = measured× / MAC ratio×. Per-layer explanation: report.html.",
         style="dim",
     )
 
