@@ -105,6 +105,13 @@ def bench(
     agent: Annotated[str | None, typer.Option(help="URL of an edgeprune agent; measure there, not here.")] = None,
     token_file: Annotated[Path | None, typer.Option(help="File holding the agent's token.")] = None,
     threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0: one per core).")] = 0,
+    runner: Annotated[
+        str,
+        typer.Option(
+            help="ort (ONNX Runtime, CPU), ort-cuda (ONNX Runtime's CUDA provider only) or trt (a TensorRT "
+            "engine built from each bundle, cached; needs edgeprune[trt] and a GPU)."
+        ),
+    ] = "ort",
     power: Annotated[bool, typer.Option(help="Sample power where a sensor exists.")] = True,
     idle_s: Annotated[float, typer.Option(help="Idle seconds sampled for the power baseline.")] = 10.0,
     energy_s: Annotated[float, typer.Option(help="Seconds each bundle runs alone while power is sampled.")] = 5.0,
@@ -113,6 +120,8 @@ def bench(
     """Measure bundles (locally with ONNX Runtime, or on a device agent) against a baseline.
 
     Example: edgeprune bench runs/demo/bundles/channel-50mac --baseline runs/demo/bundles/dense --json r.json
+
+    On a Jetson: edgeprune bench BUNDLE --baseline DENSE --runner trt (or from the host: --agent URL).
     """
     with user_errors():
         from edgeprune.device.measure import MeasureConfig
@@ -126,7 +135,17 @@ def bench(
             raise UsageError("--batch-sizes needs positive integers")
         config = MeasureConfig(min_duration_s=min_duration_s, min_iterations=min_iterations)
         with progress_steps() as step:
-            options = {"intra_op_threads": threads, "power": power, "idle_s": idle_s, "energy_s": energy_s}
+            from edgeprune.device.bench import RUNNERS
+
+            if runner not in RUNNERS:
+                raise UsageError(f"unknown runner '{runner}': choose one of {', '.join(RUNNERS)}")
+            options = {
+                "intra_op_threads": threads,
+                "power": power,
+                "idle_s": idle_s,
+                "energy_s": energy_s,
+                "runner": runner,
+            }
             if agent is not None:
                 record = _bench_remote(agent, token_file, bundles, baseline, sizes, config, options, step)
             else:
@@ -141,6 +160,7 @@ def bench(
                     power=power,
                     idle_s=idle_s,
                     energy_s=energy_s,
+                    runner=runner,
                 )
                 record = run_bench(request, on_progress=lambda label, f: step(label, int(f * 100), 100))
         _print_bench(record)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import resource
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,16 @@ import numpy as np
 from edgeprune import bundle as bundle_mod
 from edgeprune.device import provenance
 from edgeprune.device.measure import MeasureConfig, measure_interleaved, summarize
+from edgeprune.device.runners.base import Runner
 from edgeprune.device.runners.ort import OrtRunner
-from edgeprune.errors import BundleError
+from edgeprune.errors import BundleError, UsageError
 
 RESULT_SCHEMA_VERSION = 1
 BASELINE = "baseline"
+RUNNERS = ("ort", "ort-cuda", "trt")
+"""``ort``: ONNX Runtime on the CPU; ``ort-cuda``: ONNX Runtime's CUDA provider, nothing else (a
+missing provider is an error, not a silent fall-back to the CPU); ``trt``: a TensorRT engine built
+from the bundle (or taken from the engine cache) and run by :class:`TrtRunner`."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class BenchRequest:
         power_source: use this source instead of detecting one (tests, or a chosen rail).
         idle_s: seconds of idle sampling for the baseline subtracted from loaded power.
         energy_s: seconds each bundle runs alone, per batch size, while power is sampled.
+        runner: one of :data:`RUNNERS`.
     """
 
     bundles: Sequence[Path]
@@ -52,10 +58,20 @@ class BenchRequest:
     power_source: Any = None
     idle_s: float = 10.0
     energy_s: float = 5.0
+    runner: str = "ort"
+
+    def __post_init__(self) -> None:
+        if self.runner not in RUNNERS:
+            raise UsageError(f"unknown runner '{self.runner}': choose one of {', '.join(RUNNERS)}")
 
 
-def check_reference(bundle_dir: Path, manifest: dict[str, Any], runner: OrtRunner) -> dict[str, Any]:
+def check_reference(
+    bundle_dir: Path, manifest: dict[str, Any], runner: Runner, tensorrt: bool = False
+) -> dict[str, Any]:
     """Run the bundle's reference inputs and compare with its reference outputs.
+
+    TensorRT runs FP32 layers in TF32 on Ampere and newer GPUs, so for it the manifest's wider
+    ``atol_tensorrt`` applies where the packager recorded one.
 
     Raises:
         BundleError: if the outputs differ beyond the tolerance recorded in the manifest.
@@ -65,7 +81,8 @@ def check_reference(bundle_dir: Path, manifest: dict[str, Any], runner: OrtRunne
         inputs = {spec["name"]: ref[f"input:{spec['name']}"] for spec in manifest["inputs"]}
         expected = {spec["name"]: ref[f"output:{spec['name']}"] for spec in manifest["outputs"]}
     got = runner.infer(inputs)
-    atol = float(manifest["parity"].get("atol", 1e-4))
+    parity = manifest["parity"]
+    atol = float(parity.get("atol_tensorrt", parity.get("atol", 1e-4)) if tensorrt else parity.get("atol", 1e-4))
     worst = 0.0
     for name, want in expected.items():
         diff = float(np.max(np.abs(got[name].astype(np.float64) - want.astype(np.float64))))
@@ -113,10 +130,14 @@ def run_bench(request: BenchRequest, on_progress: Callable[[str, float], None] |
             label = f"{label}@{Path(path).name}"
         loaded[label] = (Path(path), manifest)
 
-    runners = {
-        label: OrtRunner(path / bundle_mod.MODEL_FILE, intra_op_threads=request.intra_op_threads)
-        for label, (path, _) in loaded.items()
-    }
+    engines: dict[str, dict[str, Any]] = {}
+    runners: dict[str, Runner] = {}
+    for label, (path, manifest) in loaded.items():
+        runners[label], engine = make_runner(request, path, manifest)
+        if engine is not None:
+            engines[label] = engine
+        if on_progress is not None and engine is not None:
+            on_progress(f"engine {label}", 1.0)
     variants: dict[str, dict[str, Any]] = {}
     started = time.time()
     try:
@@ -131,10 +152,12 @@ def run_bench(request: BenchRequest, on_progress: Callable[[str, float], None] |
                 "pattern": manifest["sparsity"].get("pattern"),
                 "cost": manifest["cost"],
                 "accuracy": manifest["model"].get("accuracy"),
-                "reference_check": check_reference(path, manifest, runner),
+                "reference_check": check_reference(path, manifest, runner, tensorrt=request.runner == "trt"),
                 "model_file_bytes": (path / bundle_mod.MODEL_FILE).stat().st_size,
                 "latency": {},
             }
+            if label in engines:
+                variants[label]["engine"] = engines[label]
         # Measure each variant interleaved with the baseline, one batch size at a time.
         others = [label for label in runners if label != BASELINE] or [BASELINE]
         for batch in request.batch_sizes:
@@ -161,12 +184,32 @@ def run_bench(request: BenchRequest, on_progress: Callable[[str, float], None] |
     for label, variant in variants.items():
         variant["comparison"] = _compare(variant) if label != BASELINE else None
     settings = next(iter(runners.values())).settings if runners else {}
+    memory: dict[str, Any] = {
+        "peak_rss_bytes": peak_rss_bytes(),
+        "gpu_bytes": None,
+        "gpu_reason": "the ONNX Runtime CPU runner uses no GPU memory",
+    }
+    if request.runner == "trt":
+        sizes = [e.get("device_memory_bytes") for e in engines.values()]
+        known = [int(b) for b in sizes if b is not None]
+        memory["gpu_bytes"] = max(known) if known else None
+        memory["gpu_reason"] = (
+            "largest engine activation memory (device_memory_size); weights not included"
+            if known
+            else "TensorRT did not report the engines' device memory"
+        )
+    elif request.runner == "ort-cuda":
+        memory["gpu_reason"] = "ONNX Runtime's CUDA provider does not report its memory"
     return {
         "schema_version": RESULT_SCHEMA_VERSION,
         "kind": "edgeprune.result",
         "created_unix_s": started,
         "provenance": provenance.collect(),
-        "runner": {"name": "onnxruntime", "settings": settings},
+        "runner": {
+            "name": runners[next(iter(runners))].name if runners else request.runner,
+            "kind": request.runner,
+            "settings": settings,
+        },
         "method": {
             "warmup_s": request.config.warmup_s,
             "min_iterations": request.config.min_iterations,
@@ -174,15 +217,34 @@ def run_bench(request: BenchRequest, on_progress: Callable[[str, float], None] |
             "interleaved_chunk": request.config.chunk,
             "timer": "host perf_counter_ns around infer(), inputs already in host memory",
         },
-        "memory": {"peak_rss_bytes": peak_rss_bytes(), "gpu_bytes": None, "gpu_reason": "no GPU runner in this run"},
+        "memory": memory,
         "power": power,
         "variants": list(variants.values()),
     }
 
 
+def make_runner(request: BenchRequest, path: Path, manifest: dict[str, Any]) -> tuple[Runner, dict[str, Any] | None]:
+    """The runner for one bundle, and for TensorRT the engine build's report.
+
+    Raises:
+        MissingDependencyError: the runner's library (TensorRT, cuda-python) is not installed.
+        EngineBuildError: TensorRT could not build the bundle's engine.
+    """
+    model = path / bundle_mod.MODEL_FILE
+    if request.runner == "ort":
+        return OrtRunner(model, intra_op_threads=request.intra_op_threads), None
+    if request.runner == "ort-cuda":
+        return OrtRunner(model, providers=("CUDAExecutionProvider",), intra_op_threads=request.intra_op_threads), None
+    from edgeprune.device.engine import build_engine, options_for_bundle
+    from edgeprune.device.runners.trt import TrtRunner
+
+    built = build_engine(path, options_for_bundle(manifest, batch_sizes=request.batch_sizes))
+    return TrtRunner(built.engine_path), built.to_dict()
+
+
 def _measure_power(
     request: BenchRequest,
-    runners: dict[str, OrtRunner],
+    runners: Mapping[str, Runner],
     loaded: dict[str, tuple[Path, dict[str, Any]]],
     variants: dict[str, dict[str, Any]],
     on_progress: Callable[[str, float], None] | None,

@@ -530,3 +530,37 @@ def test_job_request_is_kept_verbatim_for_the_record(
     assert listed[0]["request"]["batch_sizes"] == [3]
     assert listed[0]["request"]["config"] == MeasureSettings().model_dump()
     json.dumps(listed)  # the public view is plain JSON
+
+
+def test_job_runner_choices_are_the_bench_runners() -> None:
+    from typing import get_args
+
+    from edgeprune.device.agent.app import JobBody
+    from edgeprune.device.bench import RUNNERS
+
+    assert get_args(JobBody.model_fields["runner"].annotation) == RUNNERS
+
+
+def test_a_tensorrt_job_without_tensorrt_fails_with_what_to_install(
+    agent_client: Callable[..., Any],
+    auth: dict[str, str],
+    tiny_bundle: Path,
+    tmp_path: Path,
+    fast_config: dict[str, float],
+) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here")
+    client = agent_client()
+    bundle_id = upload(client, auth, archive_bytes(tiny_bundle, tmp_path)).json()["id"]
+    job = client.post(
+        "/v1/jobs",
+        headers=auth,
+        json={"bundles": [bundle_id], "config": fast_config, "power": False, "runner": "trt"},
+    ).json()
+    final = wait_done(client, auth, job["id"])
+    assert final["state"] == "failed"
+    assert "tensorrt" in final["error"].lower() and "edgeprune[trt]" in final["error"]
+    refused = client.post("/v1/jobs", headers=auth, json={"bundles": [bundle_id], "runner": "tflite"})
+    assert refused.status_code in (400, 422)

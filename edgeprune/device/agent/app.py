@@ -34,7 +34,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -96,6 +96,7 @@ class JobBody(BaseModel):
     power: bool = True
     idle_s: float = Field(default=10.0, ge=0, le=600)
     energy_s: float = Field(default=5.0, gt=0, le=600)
+    runner: Literal["ort", "ort-cuda", "trt"] = "ort"
 
 
 def _unauthorized() -> HTTPException:

@@ -32,7 +32,7 @@ log = logging.getLogger("edgeprune.agent")
 RESTARTED_REASON = "agent restarted while the job was running"
 STOPPED_REASON = "agent was stopped while the job was running; submit it again"
 # Job fields handed to BenchRequest as they are.
-BENCH_OPTIONS = ("intra_op_threads", "power", "idle_s", "energy_s")
+BENCH_OPTIONS = ("intra_op_threads", "power", "idle_s", "energy_s", "runner")
 _STDERR_TAIL_CHARS = 600
 
 
