@@ -3,7 +3,7 @@
 Everything here needs a CUDA GPU; nothing of it runs in CI. One command measures it all, so the
 figures that are compared come from the same machine, the same process and the same minute::
 
-    python -m benchmarks.gpu_check --runs runs/demo --out benchmarks/results
+    PYTHONPATH=. python benchmarks/gpu_check.py [--runs runs/demo] [--out benchmarks/results] [--only digits ...]
 
 Sections (each records its own error instead of stopping the others):
 
@@ -48,6 +48,7 @@ from edgeprune.models.spec import load_model, load_weights
 from edgeprune.prune.patterns import nm_mask
 
 VARIANTS = ("channel-50mac", "unstructured-50", "nm-2-4")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def environment() -> dict[str, Any]:
@@ -536,8 +537,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=Path, default=Path("runs/demo"), help="a finished demo run folder")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--runs", type=Path, default=REPO / "runs/demo", help="a finished demo run folder")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results")
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the script itself")
     parser.add_argument("--only", nargs="*", default=None, help="run only these sections")
     args = parser.parse_args()
@@ -559,7 +560,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
         "environment": environment(),
-        "command": "python -m benchmarks.gpu_check" + (" --quick" if quick else ""),
+        "command": "python benchmarks/gpu_check.py" + (" --quick" if quick else ""),
         "sections": {},
     }
     for name, run in sections.items():

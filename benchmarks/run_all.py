@@ -12,10 +12,23 @@ SCRIPTS = sorted(
 )
 
 
+NEEDS_GPU = {"gpu_check.py"}
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def main() -> int:
     failed = []
+    cuda = _has_cuda()
     for script in SCRIPTS:
         print(f"== {script.name}", flush=True)
+        if script.name in NEEDS_GPU and not cuda:
+            print("skipped: needs a CUDA GPU (its figures in BENCHMARKS.md name the card they came from)")
+            continue
         if subprocess.run([sys.executable, str(script)], cwd=HERE).returncode != 0:
             failed.append(script.name)
     if failed:
