@@ -351,6 +351,46 @@ def semi_structured_section(
     return out
 
 
+def _profile_rows(prof: Any, calls: int) -> list[dict[str, Any]]:
+    """Operator and kernel totals per call from a torch profiler run, largest first."""
+    rows = []
+    for event in prof.key_averages():
+        device_us = float(getattr(event, "self_device_time_total", 0.0) or 0.0)
+        rows.append(
+            {
+                "name": event.key,
+                "count_per_call": event.count / calls,
+                "self_cpu_us_per_call": float(event.self_cpu_time_total) / calls,
+                "self_device_us_per_call": device_us / calls,
+            }
+        )
+    rows.sort(key=lambda r: -(r["self_cpu_us_per_call"] + r["self_device_us_per_call"]))
+    return rows[:10]
+
+
+def semi_profile_section(calls: int = 20) -> dict[str, Any]:
+    """Where the time of one small semi-structured product goes: host operators or GPU kernels."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.sparse import to_sparse_semi_structured
+
+    gen = torch.Generator().manual_seed(2)
+    w = pruned_2_4(4096, 4096, gen)
+    weights = {"dense": w, "cusparselt": to_sparse_semi_structured(w)}
+    x = torch.randn(128, 4096, generator=gen).cuda().half()
+    out: dict[str, Any] = {"shape": "4096x4096 weight, 128 tokens, fp16", "calls": calls}
+    with torch.inference_mode():
+        for name, weight in weights.items():
+            for _ in range(10):
+                F.linear(x, weight)
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                for _ in range(calls):
+                    F.linear(x, weight)
+                torch.cuda.synchronize()
+            out[name] = _profile_rows(prof, calls)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # 3. NVML power and energy
 
@@ -512,6 +552,17 @@ def markdown(result: dict[str, Any]) -> str:
             f"{len(d['left_dense'])} layers ({sorted(set(d['left_dense'].values()))}).",
             "",
         ]
+    prof = result["sections"].get("semi_profile", {})
+    if "dense" in prof:
+        lines += [f"## Where a small 2:4 product's time goes ({prof['shape']}, torch profiler, per call)", ""]
+        for name in ("dense", "cusparselt"):
+            lines += [f"{name}:", "", "| operator or kernel | count | self CPU us | self GPU us |", "|---|---|---|---|"]
+            for r in prof.get(name, []):
+                lines.append(
+                    f"| `{r['name'][:90]}` | {r['count_per_call']:.2f} | {r['self_cpu_us_per_call']:.1f} | "
+                    f"{r['self_device_us_per_call']:.1f} |"
+                )
+            lines.append("")
     nvml = result["sections"].get("nvml", {})
     if "loads" in nvml:
         idle = nvml["idle"]
@@ -556,6 +607,7 @@ def main() -> None:
             args.runs, shapes, tokens, 3 if quick else 10, 10 if quick else 20, config
         ),
         "nvml": lambda: nvml_section(1.0 if quick else 5.0, 1.0 if quick else 6.0),
+        "semi_profile": semi_profile_section,
     }
     result: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
