@@ -88,7 +88,8 @@ def prune(
     schedule: Annotated[
         str,
         typer.Option(
-            help="oneshot, or gradual (cubic schedule, fine-tuning between steps; digits-resnet, mask patterns)."
+            help="oneshot, or gradual (cubic schedule, fine-tuning between steps; digits-resnet; channel and "
+            "mask patterns, channels removed physically at every step)."
         ),
     ] = "oneshot",
     steps: Annotated[int, typer.Option(help="gradual only: pruning steps.")] = 4,

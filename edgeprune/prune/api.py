@@ -177,8 +177,10 @@ class PruneRequest:
         if self.schedule not in SCHEDULES:
             raise UsageError(f"unknown schedule '{self.schedule}': choose one of {', '.join(SCHEDULES)}")
         if self.schedule == "gradual":
-            if not masked or self.sparsity is None:
-                raise UsageError("the gradual schedule needs a mask pattern (not nm) and --sparsity")
+            if self.sparsity is None or not (masked or self.pattern == "channel"):
+                raise UsageError("the gradual schedule needs --sparsity and a channel or mask pattern (not nm)")
+            if self.pattern == "channel" and (self.selector is not None or self.regularizer is not None):
+                raise UsageError("the gradual channel schedule prunes by a criterion: drop --selector/--regularize")
             if self.steps < 1 or self.step_epochs < 0:
                 raise UsageError("the gradual schedule needs at least one step and non-negative epochs")
         if self.tolerance is not None and (self.schedule != "gradual" or not 0.0 <= self.tolerance < 1.0):
@@ -232,7 +234,10 @@ def prune_model(
     if request.regularizer is not None:
         assert data is not None
         source, extra["regularization"] = _regularize(model, input_shape, request, data, progress)
-    if request.pattern == "channel":
+    if request.pattern == "channel" and request.schedule == "gradual":
+        assert data is not None
+        pruned, plan, summary = _gradual_channels(source, input_shape, request, data, progress)
+    elif request.pattern == "channel":
         pruned, plan, summary = _prune_channels(source, input_shape, request, data)
     else:
         pruned, plan, summary = _prune_masks(source, input_shape, request, data, progress)
@@ -418,6 +423,111 @@ def _reports(
         }
         for path in prunable_layers(model, ignore)
     ]
+
+
+def _gradual_channels(
+    model: nn.Module, input_shape: tuple[int, ...], request: PruneRequest, data: PruneData, progress: Progress | None
+) -> tuple[nn.Module, PrunePlan, dict[str, Any]]:
+    """Remove channels in ``request.steps`` steps on the cubic schedule, fine-tuning after each.
+
+    Each step removes, from the channels still there, what brings the total removed to the
+    schedule's target for that step (measured in channels actually left, so ``round_to`` does not
+    make the error compound). With a tolerance, a step whose accuracy stays more than that below
+    the unpruned model's after one extra fine-tuning round is withdrawn and the schedule stops.
+    """
+    from edgeprune.prune.plan import compose_structural
+    from edgeprune.prune.schedule import cubic_schedule
+
+    assert request.sparsity is not None
+    targets = cubic_schedule(request.sparsity, request.steps)
+    has_eval = data.x_eval is not None and data.y_eval is not None
+
+    def accuracy(current: nn.Module) -> float | None:
+        if not has_eval:
+            return None
+        assert data.x_eval is not None and data.y_eval is not None
+        return evaluate(current, data.x_eval, data.y_eval)
+
+    def finetune(current: nn.Module, step: int, round_: int) -> None:
+        if request.step_epochs > 0:
+            train(
+                current,
+                data.x_train,
+                data.y_train,
+                TrainConfig(epochs=request.step_epochs, lr=0.01, seed=20 + 10 * step + round_),
+                on_step=None if progress is None else partial(progress, f"gradual step {step} fine-tune"),
+            )
+
+    reference = accuracy(model) if request.tolerance is not None else None
+    current = copy.deepcopy(model)
+    structural: list[dict[str, Any]] = []
+    original_channels: int | None = None
+    kept_channels: int | None = None
+    history: list[dict[str, Any]] = []
+    withdrawn: str | None = None
+    macs_before = None
+    for step, target in enumerate(targets, 1):
+        fraction = 1.0 - (1.0 - target) * (original_channels or 1) / (kept_channels or 1)
+        if fraction <= 0.0:  # rounding already took this step's channels
+            continue
+        result = prune_channels(
+            current,
+            input_shape,
+            ChannelConfig(
+                sparsity=min(fraction, 0.99),
+                criterion=request.criterion,
+                ignore=request.ignore,
+                round_to=request.round_to,
+                max_sparsity=request.max_sparsity,
+                global_ranking=request.global_ranking,
+            ),
+        )
+        size = sum(int(g["size"]) for g in result.groups)
+        kept = sum(int(g["kept"]) for g in result.groups)
+        candidate = result.model
+        finetune(candidate, step, 0)
+        acc = accuracy(candidate)
+        record: dict[str, Any] = {
+            "step": step,
+            "sparsity": target,
+            "step_fraction": fraction,
+            "channels_kept": kept,
+            "macs_after": result.macs_after,
+            "accuracy": acc,
+            "accepted": True,
+        }
+        floor = None if request.tolerance is None or reference is None else reference - request.tolerance
+        if floor is not None and acc is not None and acc < floor:
+            finetune(candidate, step, 1)
+            acc = record["accuracy"] = accuracy(candidate)
+            if acc is not None and acc < floor:
+                record["accepted"] = False
+                history.append(record)
+                withdrawn = (
+                    f"step {step} withdrawn: accuracy {acc:.1%} stayed below {floor:.1%} after an extra "
+                    f"fine-tuning round; the model of step {step - 1} is kept and the schedule stops"
+                )
+                break
+        history.append(record)
+        if original_channels is None:
+            original_channels, macs_before = size, result.macs_before
+        kept_channels = kept
+        current, structural = candidate, compose_structural(structural, result.plan)
+    summary = {
+        "pattern": "channel",
+        "criterion": request.criterion,
+        "schedule": {
+            "kind": "gradual (cubic, Zhu and Gupta), channels removed physically at each step",
+            "steps": targets,
+            "history": history,
+            "withdrawn": withdrawn,
+            "reference_accuracy": reference,
+            "final_channel_sparsity": 1.0 - (kept_channels or original_channels or 1) / (original_channels or 1),
+        },
+        "macs_before": macs_before,
+        "macs_after": next((h["macs_after"] for h in reversed(history) if h.get("accepted")), macs_before),
+    }
+    return current, PrunePlan("channel", structural), summary
 
 
 def _gradual(

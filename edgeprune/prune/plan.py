@@ -61,6 +61,37 @@ class PrunePlan:
         return model
 
 
+def compose_structural(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One plan equal to replaying ``first`` and then ``second``.
+
+    ``second``'s indices count the channels left by ``first``, so each of its keep lists is mapped
+    through ``first``'s; a module only one plan touches keeps that plan's entry. Gradual channel
+    pruning composes its steps this way, so ``plan.json`` replays the whole schedule in one pass.
+    """
+    merged = {entry["module"]: dict(entry) for entry in first}
+    order = [entry["module"] for entry in first]
+    for entry in second:
+        path = entry["module"]
+        base = merged.get(path)
+        if base is None:
+            merged[path] = dict(entry)
+            order.append(path)
+            continue
+        combined = dict(base)
+        for key in ("out_keep", "in_keep"):
+            if key in entry:
+                combined[key] = [base[key][i] for i in entry[key]] if key in base else list(entry[key])
+        if entry.get("params"):
+            params = {attr: dict(dims) for attr, dims in (base.get("params") or {}).items()}
+            for attr, dims in entry["params"].items():
+                for dim, keep in dims.items():
+                    old = params.get(attr, {}).get(dim)
+                    params.setdefault(attr, {})[dim] = [old[i] for i in keep] if old is not None else list(keep)
+            combined["params"] = params
+        merged[path] = combined
+    return [merged[path] for path in order]
+
+
 def encode_mask(mask: torch.Tensor) -> dict[str, Any]:
     """A bool mask as its shape and base64 of packed bits (1 bit per weight)."""
     bits = np.packbits(mask.detach().cpu().numpy().astype(bool).ravel())

@@ -77,7 +77,10 @@ def test_data_methods_and_measurements_from_the_command_line(tmp_path) -> None:
     ("args", "message"),
     [
         (["--pattern", "channel", "--sparsity", "0.5", "--permute"], "--permute applies to the nm pattern only"),
-        (["--pattern", "nm", "--schedule", "gradual"], "gradual schedule needs a mask pattern"),
+        (
+            ["--pattern", "nm", "--schedule", "gradual"],
+            "gradual schedule needs --sparsity and a channel or mask pattern",
+        ),
         (["--pattern", "nm", "--nm", "2-4"], "--nm must look like 2:4"),
         (["--pattern", "bank", "--sparsity", "0.5", "--banks", "2", "--bank-size", "4"], "not both"),
         (["--pattern", "channel", "--sparsity", "0.5", "--selector", "ridge"], "unknown selector"),
