@@ -176,6 +176,9 @@ def prune(
         accuracy = None
         if finetune_epochs > 0:
             accuracy = _finetune_digits(loaded, pruned, plan.masks, finetune_epochs)
+        elif "schedule" in summary:  # the gradual schedule measured its last accepted step on the test split
+            accepted = [h for h in summary["schedule"]["history"] if h.get("accepted")]
+            accuracy = accepted[-1]["accuracy"] if accepted else None
         before, after = model_cost(loaded.model, loaded.input_shape), model_cost(pruned, loaded.input_shape)
         if sparse_exec:
             summary["sparse_exec"] = _sparse_exec(pruned, loaded.input_shape)

@@ -65,7 +65,9 @@ def test_gradual_channels_from_the_command_line(tmp_path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "step 3: sparsity 50.0%" in result.output
-    schedule = json.loads((out / "model.json").read_text())["summary"]["schedule"]
+    meta = json.loads((out / "model.json").read_text())
+    schedule = meta["summary"]["schedule"]
+    assert meta["accuracy"] == schedule["history"][-1]["accuracy"] is not None
     assert [round(s, 3) for s in schedule["steps"]] == [0.352, 0.481, 0.5]
     assert 0.45 <= schedule["final_channel_sparsity"] <= 0.55
     loaded = load_model(str(out)).model  # the composed plan replays on a fresh model
