@@ -70,7 +70,7 @@ pre { background: #f6f8fa; padding: 0.5rem; overflow-x: auto; max-height: 20rem;
 
 _NUMERIC_HEADERS = frozenset(
     {
-        "params",
+        "params (nz)",
         "MACs",
         "accuracy",
         "batch",
@@ -187,7 +187,7 @@ def _variants_table(record: dict[str, Any]) -> str:
         "bundle",
         "precision",
         "pattern",
-        "params",
+        "params (nz)",
         "MACs",
         "weight size",
         "dense MACs",
@@ -211,7 +211,7 @@ def _variants_table(record: dict[str, Any]) -> str:
                 str(v.get("bundle") or "—"),
                 str(v.get("precision") or "—"),
                 str(v.get("pattern") or "—"),
-                fmt_count(as_float(cost.get("params"))),
+                fmt_count(as_float(cost.get("nonzero_params", cost.get("params")))),
                 fmt_count(as_float(cost.get("macs"))),
                 "—" if weight is None else f"{weight / 2**20:.2f} MiB",
                 fmt_count(as_float(cost.get("dense_macs"))),
@@ -222,7 +222,7 @@ def _variants_table(record: dict[str, Any]) -> str:
                 ref,
             ]
         )
-    numeric = frozenset({"params", "MACs", "weight size", "dense MACs", "effective MACs (estimate)", *estimates})
+    numeric = frozenset({"params (nz)", "MACs", "weight size", "dense MACs", "effective MACs (estimate)", *estimates})
     return _table(headers, rows, numeric=numeric)
 
 

@@ -96,7 +96,7 @@ def _accuracy_ops(records: Sequence[dict[str, Any]], path: Path) -> Path:
         # depend on the run, so plot it once.
         points.setdefault(
             (str(v.get("name")), str(v.get("bundle"))),
-            (str(v.get("name")), ops, accuracy, as_float(cost.get("params"))),
+            (str(v.get("name")), ops, accuracy, as_float(cost.get("nonzero_params", cost.get("params")))),
         )
     if not points:
         raise NoData("no variant records both its accuracy and its MACs (accuracy is null in the manifests)")
@@ -112,7 +112,7 @@ def _accuracy_ops(records: Sequence[dict[str, Any]], path: Path) -> Path:
         x, y = ops * 2 / scale, (acc * 100 if as_percent else acc)
         ax.scatter([x], [y], s=size, alpha=0.55, color=color, edgecolors="black", linewidths=0.6)
         ax.annotate(
-            f"{name}\n{fmt_count(n_params)} params",
+            f"{name}\n{fmt_count(n_params)} non-zero params",
             (x, y),
             fontsize=8,
             xytext=(6, 6),
@@ -124,7 +124,7 @@ def _accuracy_ops(records: Sequence[dict[str, Any]], path: Path) -> Path:
         else "operations per inference (2 × effective MACs, cost-model estimate)"
     )
     ax.set_ylabel("accuracy (%)" if as_percent else "accuracy")
-    ax.set_title("Accuracy against operations; marker area ∝ parameters")
+    ax.set_title("Accuracy against operations; marker area ∝ non-zero parameters")
     ax.margins(0.25)
     ax.grid(True, alpha=0.3)
     return _save(fig, path)
@@ -421,7 +421,7 @@ PLOTS: tuple[PlotSpec, ...] = (
         "accuracy_ops",
         "Accuracy against operations",
         "After Canziani et al. (2016), Figure 2, for these variants: operations are the cost model's "
-        "effective MACs (an estimate), marker area is proportional to the parameter count.",
+        "effective MACs (an estimate), marker area is proportional to the non-zero parameter count.",
         _accuracy_ops,
     ),
     PlotSpec(

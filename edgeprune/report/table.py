@@ -68,7 +68,7 @@ class Row:
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Row))
 COLUMN_NOTES: dict[str, str] = {
-    "params": "parameters (count)",
+    "params": "parameters (count; the non-zero ones where the record has them, so masks show)",
     "macs": "multiply-accumulates per inference (count, dense layers as built)",
     "accuracy": "accuracy recorded in the bundle manifest (host evaluation)",
     "theoretical_speedup_estimate": THEORETICAL_LABEL + "; " + THEORETICAL_NOTE,
@@ -115,7 +115,7 @@ def build_rows(records: Sequence[dict[str, Any]]) -> list[Row]:
                     variant=ref.label,
                     pattern=_str_or_none(variant.get("pattern")),
                     precision=_str_or_none(variant.get("precision")),
-                    params=as_float(cost.get("params")),
+                    params=as_float(cost.get("nonzero_params", cost.get("params"))),
                     macs=as_float(cost.get("macs")),
                     accuracy=as_float(variant.get("accuracy")),
                     batch=int(key),
@@ -182,7 +182,7 @@ DISPLAY_HEADERS: tuple[str, ...] = (
     "variant",
     "pattern",
     "precision",
-    "params",
+    "params (nz)",
     "MACs",
     "accuracy",
     "batch",
@@ -197,7 +197,7 @@ TERMINAL_HEADERS: tuple[str, ...] = (
     "variant",
     "pattern",
     "prec.",
-    "params",
+    "params (nz)",
     "MACs",
     "acc.",
     "batch",
