@@ -148,13 +148,13 @@ def test_dockerfile_port_user_and_health_check_agree_with_the_agent(tmp_path: Pa
     url = re.search(r"http://127\.0\.0\.1:(\d+)(/[\w/]+)", health)
     assert url and int(url.group(1)) == DEFAULT_PORT
 
-    from fastapi.testclient import TestClient
+    test_client = pytest.importorskip("fastapi.testclient", reason="the agent needs edgeprune[device]")
 
     from edgeprune.device.agent.app import create_app
     from edgeprune.device.agent.config import AgentConfig
 
     app = create_app(AgentConfig(store=tmp_path / "store", token="t" * 32))
-    with TestClient(app) as client:
+    with test_client.TestClient(app) as client:
         assert client.get(url.group(2)).status_code == 200  # and without a token
 
 
