@@ -85,7 +85,10 @@ def demo(
         with progress_steps() as step:
             record = run_demo(out, DemoConfig(threads=threads), step)
         print_demo_table(record)
-        _write_report([record], out)
+        from edgeprune.report.load import SOURCE_KEY
+
+        # The report names the file a record came from; the demo's is results.json beside it.
+        _write_report([{**record, SOURCE_KEY: str(out / "results.json")}], out)
         console.print(f"results: {out / 'results.json'}  report: {out / 'report.html'}")
 
 
