@@ -45,8 +45,9 @@ def train(
     config: TrainConfig,
     masks: dict[str, torch.Tensor] | None = None,
     on_step: ProgressFn | None = None,
+    after_update: Callable[[float], None] | None = None,
 ) -> nn.Module:
-    """Train in place with SGD + cosine schedule; returns the model for chaining.
+    """Train in place with seeded SGD (Nesterov) and a one-cycle schedule; returns the model.
 
     Args:
         model: the network to train.
@@ -54,6 +55,8 @@ def train(
         config: hyperparameters.
         masks: module path -> bool mask; re-applied after every step (sparse fine-tuning).
         on_step: called with (step, total steps).
+        after_update: called after each optimizer update with the learning rate it used, before
+            masks are re-applied (a proximal step for regularized training goes here).
     """
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -72,8 +75,11 @@ def train(
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            lr = float(opt.param_groups[0]["lr"])
             opt.step()
             sched.step()
+            if after_update is not None:
+                after_update(lr)
             if masks:
                 apply_masks(model, masks)
             step += 1

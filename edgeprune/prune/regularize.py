@@ -62,11 +62,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
 from edgeprune.errors import UsageError
-from edgeprune.models.train import TrainConfig, apply_masks
+from edgeprune.models.train import TrainConfig, train
 from edgeprune.prune.graph import Group, build_groups, trace
 from edgeprune.prune.patterns import as_4d, gemm_view, prunable_layers
 from edgeprune.prune.surgery import apply_structural, plan_from_groups
@@ -311,34 +310,7 @@ def train_regularized(
     and without the penalty differ in the penalty only. The proximal threshold follows the learning
     rate of each step, as proximal gradient descent prescribes.
     """
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    steps_per_epoch = (len(x) + config.batch_size - 1) // config.batch_size
-    total = max(1, steps_per_epoch * config.epochs)
-    opt = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True
-    )
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, pct_start=0.15)
-    model.train()
-    step = 0
-    for _ in range(config.epochs):
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x), config.batch_size):
-            idx = order[start : start + config.batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            lr = float(opt.param_groups[0]["lr"])
-            opt.step()
-            sched.step()
-            regularizer.prox(lr)
-            if masks:
-                apply_masks(model, masks)
-            step += 1
-            if on_step is not None:
-                on_step(step, total)
-    model.eval()
-    return model
+    return train(model, x, y, config, masks=masks, on_step=on_step, after_update=regularizer.prox)
 
 
 # -- what the penalty left -----------------------------------------------------------------------
