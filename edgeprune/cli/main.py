@@ -138,10 +138,9 @@ def bench(
             raise UsageError("--batch-sizes needs positive integers")
         config = MeasureConfig(min_duration_s=min_duration_s, min_iterations=min_iterations)
         with progress_steps() as step:
-            from edgeprune.device.bench import RUNNERS
+            from edgeprune.device.bench import check_runner
 
-            if runner not in RUNNERS:
-                raise UsageError(f"unknown runner '{runner}': choose one of {', '.join(RUNNERS)}")
+            check_runner(runner)  # the remote path builds no BenchRequest here, so check before uploading
             options = {
                 "intra_op_threads": threads,
                 "power": power,

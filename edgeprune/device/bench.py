@@ -32,6 +32,16 @@ missing provider is an error, not a silent fall-back to the CPU); ``trt``: a Ten
 from the bundle (or taken from the engine cache) and run by :class:`TrtRunner`."""
 
 
+def check_runner(name: str) -> None:
+    """Refuse a runner name that is not one of :data:`RUNNERS` (before anything is uploaded or run).
+
+    Raises:
+        UsageError: naming the choices.
+    """
+    if name not in RUNNERS:
+        raise UsageError(f"unknown runner '{name}': choose one of {', '.join(RUNNERS)}")
+
+
 @dataclass(frozen=True)
 class BenchRequest:
     """What to measure.
@@ -61,8 +71,7 @@ class BenchRequest:
     runner: str = "ort"
 
     def __post_init__(self) -> None:
-        if self.runner not in RUNNERS:
-            raise UsageError(f"unknown runner '{self.runner}': choose one of {', '.join(RUNNERS)}")
+        check_runner(self.runner)
 
 
 def check_reference(
