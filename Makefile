@@ -17,8 +17,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/edgeprune demo --out runs/demo
 
+# The tests that train run a second time on torch's baseline kernels (no AVX2/AVX-512; oneDNN
+# capped at AVX), where seeded training lands elsewhere: a threshold that holds only on this
+# machine's kernels fails here, not on the next user's CPU.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not gpu and not trt and not jetson"
+	ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX $(BIN)/python -m pytest -q -m "trains and not gpu and not trt and not jetson"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

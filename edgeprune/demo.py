@@ -32,7 +32,7 @@ from edgeprune.device.measure import MeasureConfig
 from edgeprune.export.package import package_model
 from edgeprune.models.digits import INPUT_SHAPE, load_digits_data
 from edgeprune.models.spec import build_source, load_weights
-from edgeprune.models.train import TrainConfig, evaluate, train
+from edgeprune.models.train import TrainConfig, evaluate, finetune, train
 from edgeprune.prune.api import PruneRequest, prune_model
 from edgeprune.prune.plan import save_pruned
 
@@ -126,9 +126,16 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), step: Step | None = N
     for name, request in VARIANTS.items():
         pruned, plan, summary = prune_model(base, INPUT_SHAPE, request)
         summary["accuracy_before_finetune"] = evaluate(pruned, data.x_test, data.y_test)
-        ft = TrainConfig(epochs=config.finetune_epochs, lr=config.train.lr / 5, seed=config.train.seed + 1)
-        masks = plan.masks or None
-        train(pruned, data.x_train, data.y_train, ft, masks=masks, on_step=partial(say, f"fine-tune {name}"))
+        finetune(
+            pruned,
+            data.x_train,
+            data.y_train,
+            config.finetune_epochs,
+            masks=plan.masks or None,
+            on_step=partial(say, f"fine-tune {name}"),
+            lr=config.train.lr / 5,
+            seed=config.train.seed + 1,
+        )
         acc = evaluate(pruned, data.x_test, data.y_test)
         accuracy[name] = acc
         save_pruned(

@@ -12,12 +12,14 @@ from edgeprune.device.measure import MeasureConfig
 from edgeprune.models.train import TrainConfig
 
 
+@pytest.mark.trains
 def test_baseline_reaches_97_percent(trained_digits) -> None:
     # Training time is a performance goal: benchmarks/demo_budget.py measures it, not this test.
     assert trained_digits.accuracy >= 0.97
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_demo_end_to_end(tmp_path, trained_digits) -> None:
     out = tmp_path / "demo"
     # Seed the run folder with the session's trained baseline, as a previous run would have.

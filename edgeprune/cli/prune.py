@@ -232,15 +232,15 @@ def _digits_data(loaded: Any, what: str) -> Any:
 
 
 def _finetune_digits(loaded: Any, model: Any, masks: dict[str, Any], epochs: int) -> float:
-    from edgeprune.models.train import TrainConfig, evaluate, train
+    from edgeprune.models.train import evaluate, finetune
 
     data = _digits_data(loaded, "--finetune-epochs")
     with progress_steps() as step:
-        train(
+        finetune(
             model,
             data.x_train,
             data.y_train,
-            TrainConfig(epochs=epochs, lr=0.01, seed=1),
+            epochs,
             masks=masks or None,
             on_step=lambda s, t: step("fine-tune", s, t),
         )

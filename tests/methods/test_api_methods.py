@@ -82,6 +82,7 @@ def _tiny_data(count: int = 48) -> PruneData:
     return PruneData(x, y, x[:16], y[:16])
 
 
+@pytest.mark.trains
 def test_data_aware_methods_run_end_to_end() -> None:
     model, data = randomized(Tiny()), _tiny_data()
     rebuilt, plan, summary = prune_model(

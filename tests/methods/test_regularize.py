@@ -129,6 +129,7 @@ def test_a_zero_filter_with_a_live_batchnorm_shift_is_kept() -> None:
     assert report["channels_removed"] == 0
 
 
+@pytest.mark.trains
 def test_group_lasso_training_reaches_structured_sparsity() -> None:
     torch.manual_seed(0)
     model = randomized(Tiny())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -31,6 +32,7 @@ def _randomized() -> torch.nn.Module:
     return model
 
 
+@pytest.mark.trains
 def test_two_steps_compose_into_one_plan_with_the_same_model() -> None:
     model = _randomized()
     first = prune_channels(model, INPUT_SHAPE, ChannelConfig(sparsity=0.25))
@@ -42,6 +44,7 @@ def test_two_steps_compose_into_one_plan_with_the_same_model() -> None:
     assert widths == [m.out_channels for m in second.model.modules() if isinstance(m, torch.nn.Conv2d)]
 
 
+@pytest.mark.trains
 def test_gradual_channels_from_the_command_line(tmp_path) -> None:
     out = tmp_path / "g"
     result = runner.invoke(
@@ -75,6 +78,7 @@ def test_gradual_channels_from_the_command_line(tmp_path) -> None:
     assert loaded.layer3.conv1.out_channels < 64
 
 
+@pytest.mark.trains
 def test_a_step_that_costs_too_much_accuracy_is_withdrawn(trained_digits) -> None:
     model, d = trained_digits.model, trained_digits.data
     data = PruneData(d.x_train[:64], d.y_train[:64], d.x_test, d.y_test)
