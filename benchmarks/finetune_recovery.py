@@ -6,7 +6,7 @@ anything between 73% and 95% depending on where it landed. This script measures 
 the same pruned models:
 
 * ``before``: the old recipe, one-cycle SGD at lr 0.01 straight after the cut;
-* ``after``: :func:`edgeprune.models.train.finetune` (BatchNorm re-estimated on training batches
+* ``after``: :func:`edgeprune.train.finetune` (BatchNorm re-estimated on training batches
   before any step, then linear warm-up and cosine decay).
 
 For each kernel set (one subprocess each, since ``ATEN_CPU_CAPABILITY`` is read when torch loads)
@@ -37,30 +37,31 @@ CAPABILITIES = ("best", "default")
 def run_one_capability() -> list[dict[str, object]]:
     import torch
 
+    from edgeprune.data import tensor_task
     from edgeprune.models.digits import INPUT_SHAPE, digits_resnet, load_digits_data
-    from edgeprune.models.train import TrainConfig, evaluate, finetune, recalibrate_batchnorm, train
     from edgeprune.prune.api import PruneRequest, prune_model
+    from edgeprune.train import TrainConfig, evaluate, finetune, recalibrate_batchnorm, train
 
     data = load_digits_data()
     rows: list[dict[str, object]] = []
     for seed in SEEDS:
         torch.manual_seed(seed)
         base = digits_resnet()
-        train(base, data.x_train, data.y_train, TrainConfig(seed=seed))
-        base_acc = evaluate(base, data.x_test, data.y_test)
+        train(base, (data.x_train, data.y_train), TrainConfig(seed=seed))
+        base_acc = evaluate(base, (data.x_test, data.y_test))
         for keep in KEEPS:
             pruned, _, _ = prune_model(
                 base, INPUT_SHAPE, PruneRequest("channel", target_macs=keep, criterion="l1", round_to=8)
             )
-            cut_acc = evaluate(pruned, data.x_test, data.y_test)
+            cut_acc = evaluate(pruned, (data.x_test, data.y_test))
             bn = copy.deepcopy(pruned)
-            recalibrate_batchnorm(bn, data.x_train, 32)
-            bn_acc = evaluate(bn, data.x_test, data.y_test)
+            recalibrate_batchnorm(bn, tensor_task(data.x_train, data.y_train).batches(batch_size=32, shuffle=True), 32)
+            bn_acc = evaluate(bn, (data.x_test, data.y_test))
             for epochs in EPOCHS:
                 old = copy.deepcopy(pruned)
-                train(old, data.x_train, data.y_train, TrainConfig(epochs=epochs, lr=0.01, seed=1))
+                train(old, (data.x_train, data.y_train), TrainConfig(epochs=epochs, lr=0.01, seed=1))
                 new = copy.deepcopy(pruned)
-                finetune(new, data.x_train, data.y_train, epochs, seed=1)
+                finetune(new, (data.x_train, data.y_train), epochs, seed=1)
                 rows.append(
                     {
                         "seed": seed,
@@ -69,8 +70,8 @@ def run_one_capability() -> list[dict[str, object]]:
                         "baseline": base_acc,
                         "after_cut": cut_acc,
                         "after_bn": bn_acc,
-                        "before": evaluate(old, data.x_test, data.y_test),
-                        "after": evaluate(new, data.x_test, data.y_test),
+                        "before": evaluate(old, (data.x_test, data.y_test)),
+                        "after": evaluate(new, (data.x_test, data.y_test)),
                     }
                 )
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
@@ -101,7 +102,8 @@ def main() -> None:
         "decay over batches of 32 (`finetune`).",
         "`BN only`: the re-estimation alone, no gradient step.",
         "",
-        "| kernels | MACs kept | epochs | baseline | after cut | BN only | before (min-max, median) | after (min-max, median) |",
+        "| kernels | MACs kept | epochs | baseline | after cut | BN only | before (min-max, median) "
+        "| after (min-max, median) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for cap, result in results.items():

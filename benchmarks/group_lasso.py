@@ -36,7 +36,6 @@ RUNS: list[tuple[str, str | None, float, tuple[str, ...]]] = [
 
 def main() -> None:
     from edgeprune.analysis.cost import model_cost
-    from edgeprune.models.train import TrainConfig, evaluate, train
     from edgeprune.prune.api import default_ignore
     from edgeprune.prune.regularize import (
         Regularizer,
@@ -47,18 +46,19 @@ def main() -> None:
         zero_masks,
     )
     from edgeprune.prune.structural import ChannelConfig, prune_channels
+    from edgeprune.train import TrainConfig, evaluate, train
 
     torch.set_num_threads(1)
     base, data = load_baseline()
     shape = (1, 32, 32)
     ignore = default_ignore(base)
-    base_acc = evaluate(base, data.x_test, data.y_test)
+    base_acc = evaluate(base, (data.x_test, data.y_test))
     base_macs = model_cost(base, shape).macs
     config = TrainConfig(epochs=EPOCHS, lr=LR, seed=2)
 
     def finetuned(model: torch.nn.Module, masks: dict[str, torch.Tensor] | None = None) -> float:
-        train(model, data.x_train, data.y_train, TrainConfig(epochs=FINETUNE_EPOCHS, lr=LR, seed=1), masks=masks)
-        return evaluate(model, data.x_test, data.y_test)
+        train(model, (data.x_train, data.y_train), TrainConfig(epochs=FINETUNE_EPOCHS, lr=LR, seed=1), masks=masks)
+        return evaluate(model, (data.x_test, data.y_test))
 
     rows: list[dict[str, Any]] = []
     per_layer: dict[str, list[dict[str, Any]]] = {}
@@ -67,12 +67,12 @@ def main() -> None:
         t0 = time.time()
         model = copy.deepcopy(base)
         if kind is None:
-            train(model, data.x_train, data.y_train, config)
+            train(model, (data.x_train, data.y_train), config)
             plain = copy.deepcopy(model)
         else:
             regularizer = Regularizer(model, RegularizerConfig(kind, strength, groupings or ("filter",), ignore), shape)
             train_regularized(model, data.x_train, data.y_train, config, regularizer)
-        row: dict[str, Any] = {"label": label, "kind": kind, "accuracy": evaluate(model, data.x_test, data.y_test)}
+        row: dict[str, Any] = {"label": label, "kind": kind, "accuracy": evaluate(model, (data.x_test, data.y_test))}
         structure = per_layer[label] = structure_report(model, ignore)
         pruned, _, removal = remove_zero_channels(model, shape, ignore=ignore)
         row.update(
@@ -94,7 +94,7 @@ def main() -> None:
             )
             row["zero_gamma"] = float((gammas == 0).float().mean())
             slim = prune_channels(model, shape, ChannelConfig(sparsity=0.5, criterion="bn-scale")).model
-            row["slim"] = evaluate(slim, data.x_test, data.y_test)
+            row["slim"] = evaluate(slim, (data.x_test, data.y_test))
             row["slim_finetuned"] = finetuned(slim)
         row["seconds"] = time.time() - t0
         rows.append(row)

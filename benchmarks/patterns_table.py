@@ -37,7 +37,7 @@ def load_baseline() -> tuple[torch.nn.Module, Any]:
 
     from edgeprune.models.digits import digits_resnet, load_digits_data
     from edgeprune.models.spec import load_weights
-    from edgeprune.models.train import TrainConfig, train
+    from edgeprune.train import TrainConfig, train
 
     data = load_digits_data()
     model = digits_resnet()
@@ -45,7 +45,7 @@ def load_baseline() -> tuple[torch.nn.Module, Any]:
         load_weights(model, BASELINE)
     else:
         RUNS.mkdir(parents=True, exist_ok=True)
-        train(model, data.x_train, data.y_train, TrainConfig())
+        train(model, (data.x_train, data.y_train), TrainConfig())
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(BASELINE))
     return model.eval(), data
 
@@ -105,8 +105,8 @@ def make_variant(
     base: torch.nn.Module, data: Any, sparsity: float, options: dict[str, Any]
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Prune, then spend the same fine-tuning budget on every variant (gradual: split over its steps)."""
-    from edgeprune.models.train import TrainConfig, train
-    from edgeprune.prune.api import PruneData, PruneRequest, prune_model
+    from edgeprune.prune.api import PruneRequest, prune_model
+    from edgeprune.train import TrainConfig, train
 
     options = dict(options)
     gradual = options.get("schedule") == "gradual"
@@ -115,7 +115,7 @@ def make_variant(
     if gradual:
         options.update(steps=FINETUNE_EPOCHS, step_epochs=1)
     request = PruneRequest(**options)
-    prune_data = PruneData(data.x_train, data.y_train, data.x_test, data.y_test)
+    prune_data = (data.x_train, data.y_train, data.x_test, data.y_test)
     pruned, plan, summary = prune_model(base, (1, 32, 32), request, prune_data if request.needs_data else None)
     if not gradual:
         train(
@@ -135,14 +135,14 @@ def main() -> None:
     from edgeprune.device.bench import BenchRequest, run_bench
     from edgeprune.device.measure import MeasureConfig
     from edgeprune.export.package import package_model
-    from edgeprune.models.train import evaluate
     from edgeprune.prune.storage import storage_table, storage_totals
+    from edgeprune.train import evaluate
 
     torch.set_num_threads(1)
     base, data = load_baseline()
     shape = (1, 32, 32)
     base_cost = model_cost(base, shape)
-    base_acc = evaluate(base, data.x_test, data.y_test)
+    base_acc = evaluate(base, (data.x_test, data.y_test))
     base_bytes = storage_totals(storage_table(base))["dense_bytes"]
     bundles_dir = RUNS / "bundles"
     reference = data.x_test[:8].numpy()
@@ -163,7 +163,7 @@ def main() -> None:
     for name, sparsity, options in VARIANTS:
         t0 = time.time()
         pruned, summary = make_variant(copy.deepcopy(base), data, sparsity, options)
-        accuracy = evaluate(pruned, data.x_test, data.y_test)
+        accuracy = evaluate(pruned, (data.x_test, data.y_test))
         cost = model_cost(pruned, shape)
         storage = storage_totals(storage_table(pruned))
         formats = sorted({r["best_format"] for r in storage_table(pruned) if r["best_format"] != "dense"})
@@ -238,8 +238,8 @@ def main() -> None:
 
 def sensitivity_section() -> None:
     """Per-layer sensitivity (each layer alone, no fine-tuning): a table here, plots under runs/methods/."""
-    from edgeprune.models.train import evaluate
     from edgeprune.prune.sensitivity import layer_sensitivity, plot_sensitivity, sensitivity_markdown
+    from edgeprune.train import evaluate
 
     torch.set_num_threads(1)
     base, data = load_baseline()
@@ -250,7 +250,7 @@ def sensitivity_section() -> None:
     ]
     for pattern, levels in (("unstructured", (0.5, 0.75, 0.9, 0.95)), ("channel", (0.25, 0.5, 0.75))):
         rows = layer_sensitivity(
-            base, (1, 32, 32), lambda m: evaluate(m, data.x_test, data.y_test), pattern=pattern, sparsities=levels
+            base, (1, 32, 32), lambda m: evaluate(m, (data.x_test, data.y_test)), pattern=pattern, sparsities=levels
         )
         plot_sensitivity(rows, RUNS / f"sensitivity_{pattern}.png", title=f"digits-resnet, {pattern}")
         lines += [f"### {pattern}\n", sensitivity_markdown(rows)]

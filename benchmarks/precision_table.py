@@ -40,7 +40,7 @@ def train_or_load(weights: Path | None, work: Path) -> tuple[Any, str]:
 
     from edgeprune.models.digits import digits_resnet, load_digits_data
     from edgeprune.models.spec import load_weights
-    from edgeprune.models.train import TrainConfig, train
+    from edgeprune.train import TrainConfig, train
 
     model = digits_resnet()
     if weights is not None:
@@ -50,7 +50,7 @@ def train_or_load(weights: Path | None, work: Path) -> tuple[Any, str]:
     data = load_digits_data()
     torch.manual_seed(config.seed)
     started = time.perf_counter()
-    train(model, data.x_train, data.y_train, config)
+    train(model, (data.x_train, data.y_train), config)
     seconds = time.perf_counter() - started
     work.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(work / "weights.safetensors"))

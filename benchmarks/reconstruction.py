@@ -35,13 +35,13 @@ METHODS = [
 
 def main() -> None:
     from edgeprune.analysis.cost import model_cost
-    from edgeprune.models.train import evaluate
     from edgeprune.prune.reconstruct import ReconstructConfig, reconstruct_channels
+    from edgeprune.train import evaluate
 
     torch.set_num_threads(1)
     base, data = load_baseline()
     shape = (1, 32, 32)
-    base_acc = evaluate(base, data.x_test, data.y_test)
+    base_acc = evaluate(base, (data.x_test, data.y_test))
     base_macs = model_cost(base, shape).macs
     calibration = data.x_train[:CALIBRATION_IMAGES]
     results = []

@@ -32,11 +32,11 @@ def trained_digits(digits_data) -> Trained:
     import torch
 
     from edgeprune.models.digits import digits_resnet
-    from edgeprune.models.train import TrainConfig, evaluate, train
+    from edgeprune.train import TrainConfig, evaluate, train
 
     torch.manual_seed(0)
     model = digits_resnet()
     start = time.perf_counter()
-    train(model, digits_data.x_train, digits_data.y_train, TrainConfig())
+    train(model, (digits_data.x_train, digits_data.y_train), TrainConfig())
     seconds = time.perf_counter() - start
-    return Trained(model.eval(), digits_data, evaluate(model, digits_data.x_test, digits_data.y_test), seconds)
+    return Trained(model.eval(), digits_data, evaluate(model, (digits_data.x_test, digits_data.y_test)), seconds)

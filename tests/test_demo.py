@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from edgeprune.demo import DemoConfig, _config_key, run_demo, table_rows
 from edgeprune.device.measure import MeasureConfig
-from edgeprune.models.train import TrainConfig
+from edgeprune.train import TrainConfig
 
 
 @pytest.mark.trains

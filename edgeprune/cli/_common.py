@@ -39,22 +39,26 @@ def user_errors() -> Iterator[None]:
 
 
 @contextmanager
-def progress_steps() -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress display driven by ``step(label, done, total)`` calls."""
+def progress_steps() -> Iterator[Callable[..., None]]:
+    """A rich progress display driven by ``step(label, done, total, note="")`` calls.
+
+    ``note`` is shown after the bar (the running loss and accuracy of a training loop).
+    """
     with Progress(
         TextColumn("{task.description:<34}"),
         BarColumn(),
         TextColumn("{task.percentage:>3.0f}%"),
         TimeElapsedColumn(),
+        TextColumn("{task.fields[note]}"),
         console=err_console,
         transient=False,
     ) as progress:
         tasks: dict[str, TaskID] = {}
 
-        def step(label: str, done: int, total: int) -> None:
+        def step(label: str, done: int, total: int, note: str = "") -> None:
             if label not in tasks:
-                tasks[label] = progress.add_task(label, total=max(total, 1))
-            progress.update(tasks[label], completed=done, total=max(total, 1))
+                tasks[label] = progress.add_task(label, total=max(total, 1), note=note)
+            progress.update(tasks[label], completed=done, total=max(total, 1), note=note)
 
         yield step
         for task in tasks.values():
@@ -67,3 +71,54 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 MODEL_HELP = "digits-resnet, torchvision:NAME, package.module:factory, or a pruned-model folder."
+
+
+DATA_OPTION_HELP = (
+    "digits, fashion-mnist[:DIR], imagefolder:TRAIN[,VAL], npz:FILE or package.module:factory "
+    "(default: the data the model was made with, or a built-in model's own)."
+)
+NORM_HELP = "Per-channel normalization for image data, comma-separated (give --mean and --std together)."
+SHAPE_HELP = "One sample's shape C,H,W, for a package.module:factory model that declares none."
+
+
+def parse_floats(text: str | None, label: str) -> list[float] | None:
+    """``0.5,0.5,0.5`` as floats (None stays None); one-line error otherwise."""
+    if text is None:
+        return None
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise fail(f"{label} takes comma-separated numbers, got '{text}'") from None
+    return values
+
+
+def resolve_task(
+    loaded: object,
+    data: str | None,
+    mean: str | None = None,
+    std: str | None = None,
+    required: str | None = None,
+) -> object | None:
+    """The task for ``--data`` (or the model's default data), its shape checked against the model.
+
+    Args:
+        loaded: the :class:`~edgeprune.models.spec.LoadedModel`.
+        data: the ``--data`` spec, or None for the default.
+        mean, std: ``--mean``/``--std`` as typed.
+        required: when set, what needs the data (the error says so if there is none).
+
+    Returns:
+        A task, or None where no data is named and the model has no default.
+    """
+    from edgeprune.data import resolve_data
+    from edgeprune.models.spec import LoadedModel, default_data
+
+    assert isinstance(loaded, LoadedModel)
+    spec = data or default_data(loaded)
+    if spec is None:
+        if required:
+            raise fail(f"{required} needs data: give --data (digits, fashion-mnist, imagefolder:DIR, npz:FILE, ...)")
+        return None
+    task = resolve_data(spec, loaded.input_shape, parse_floats(mean, "--mean"), parse_floats(std, "--std"))
+    task.check_shape(loaded.input_shape)
+    return task

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgeprune.cli._common import MODEL_HELP, console, fmt, user_errors
+from edgeprune.cli._common import MODEL_HELP, SHAPE_HELP, console, fmt, user_errors
 
 DEVICE_HELP = (
     "Target for the kernel-aware and roofline figures: host-cpu (measured by a short calibration "
@@ -27,6 +27,7 @@ def _si(value: float, unit: str = "") -> str:
 def analyze(
     model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     weights: Annotated[Path | None, typer.Option(help="A .safetensors or .pt state dict.")] = None,
+    input_shape: Annotated[str | None, typer.Option(help=SHAPE_HELP)] = None,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "host-cpu",
     precision: Annotated[str | None, typer.Option(help="fp32, fp16 or int8 (default: the device's usual one).")] = None,
     pattern: Annotated[
@@ -71,7 +72,7 @@ def analyze(
         from edgeprune.analysis.lint import lint_cost
         from edgeprune.analysis.speedup import normalize_pattern, theoretical_figures
         from edgeprune.errors import UsageError
-        from edgeprune.models.spec import build_source, load_model
+        from edgeprune.models.spec import build_source, load_model, parse_shape
 
         if batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
@@ -81,7 +82,7 @@ def analyze(
             normalize_pattern(pattern)  # reject a bad name before loading anything
         spec = get_device(device)
         chosen = precision or spec.default_precision
-        loaded = load_model(model, weights)
+        loaded = load_model(model, weights, parse_shape(input_shape) if input_shape else None)
         pruned_pattern = loaded.meta.get("method") if Path(model).is_dir() else None
         layer_pattern = normalize_pattern(pattern or pruned_pattern)
         cost = model_cost(loaded.model, loaded.input_shape)
@@ -93,7 +94,7 @@ def analyze(
 
             # The baseline's dense counts need shapes only: build it on the meta device (no weights).
             with torch.device("meta"):
-                source, _ = build_source(loaded.meta["source"])
+                source, _ = build_source(loaded.meta["source"], tuple(loaded.input_shape))
             baseline = model_cost(source, loaded.input_shape)
             figures = theoretical_figures(baseline, cost, layer_pattern, spec, precision=chosen, batch_size=batch_size)
 

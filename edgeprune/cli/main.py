@@ -15,7 +15,7 @@ from rich.table import Table
 from edgeprune.cli import analyze as analyze_cmd
 from edgeprune.cli import package as package_cmd
 from edgeprune.cli import prune as prune_cmd
-from edgeprune.cli._common import console, fmt, progress_steps, user_errors
+from edgeprune.cli._common import console, fail, fmt, progress_steps, user_errors
 
 app = typer.Typer(
     name="edgeprune",
@@ -29,7 +29,8 @@ app = typer.Typer(
 def print_demo_table(record: dict[str, Any]) -> None:
     from edgeprune.demo import table_rows
 
-    table = Table(title="edgeprune demo: digits-resnet on ONNX Runtime (CPU)")
+    model = (record.get("demo") or {}).get("model", "digits-resnet")
+    table = Table(title=f"edgeprune demo: {model} on ONNX Runtime (CPU)")
     for column in (
         "variant",
         "batch",
@@ -74,16 +75,27 @@ def print_demo_table(record: dict[str, Any]) -> None:
 def demo(
     out: Annotated[Path, typer.Option(help="Run folder for models, bundles and results.")] = Path("runs/demo"),
     threads: Annotated[int, typer.Option(help="torch threads for training (0: torch's default).")] = 0,
+    task: Annotated[
+        str,
+        typer.Option(
+            help="digits (digits-resnet, about a minute) or fashion-mnist (fashion-resnet on Debian's "
+            "dataset-fashion-mnist files, several minutes)."
+        ),
+    ] = "digits",
 ) -> None:
-    """Run the whole pipeline on the embedded digits model: train, prune three ways, package, bench, report.
+    """Run the whole pipeline on a built-in task: train, prune three ways, fine-tune, package, bench, report.
 
     Example: edgeprune demo --out runs/demo
+
+    More: edgeprune demo --task fashion-mnist --out runs/demo-fashion
     """
     with user_errors():
-        from edgeprune.demo import DemoConfig, run_demo
+        from edgeprune.demo import TASKS, DemoConfig, run_demo
 
+        if task not in TASKS:
+            raise fail(f"--task {task!r} is not one of {', '.join(TASKS)}")
         with progress_steps() as step:
-            record = run_demo(out, DemoConfig(threads=threads), step)
+            record = run_demo(out, DemoConfig(task=task, threads=threads), step)
         print_demo_table(record)
         from edgeprune.report.load import SOURCE_KEY
 

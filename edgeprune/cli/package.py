@@ -5,11 +5,21 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune.cli._common import MODEL_HELP, console, fail, fmt, progress_steps, user_errors
+from edgeprune.cli._common import (
+    DATA_OPTION_HELP,
+    MODEL_HELP,
+    NORM_HELP,
+    SHAPE_HELP,
+    console,
+    fail,
+    fmt,
+    progress_steps,
+    resolve_task,
+    user_errors,
+)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
-DIGITS = "digits-resnet"
 
 
 def package(
@@ -21,8 +31,7 @@ def package(
     calibration: Annotated[
         Path | None,
         typer.Option(
-            help="int8: a .npz of preprocessed inputs or a folder of images; digits-resnet defaults to "
-            "calibration/digits.npz."
+            help="int8: a .npz of preprocessed inputs or a folder of images (default: training samples of --data)."
         ),
     ] = None,
     calib_method: Annotated[str, typer.Option(help="int8: minmax, entropy or percentile.")] = "entropy",
@@ -31,6 +40,12 @@ def package(
     weights: Annotated[Path | None, typer.Option(help="A .safetensors or .pt state dict.")] = None,
     baseline: Annotated[str | None, typer.Option(help="MODEL spec of the dense baseline.")] = None,
     baseline_weights: Annotated[Path | None, typer.Option(help="Weights of the baseline.")] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Accuracy of this bundle and INT8 calibration: " + DATA_OPTION_HELP)
+    ] = None,
+    mean: Annotated[str | None, typer.Option(help=NORM_HELP)] = None,
+    std: Annotated[str | None, typer.Option(help=NORM_HELP)] = None,
+    input_shape: Annotated[str | None, typer.Option(help=SHAPE_HELP)] = None,
 ) -> None:
     """Export to ONNX, check parity with PyTorch under ONNX Runtime, and write a bundle.
 
@@ -38,6 +53,8 @@ def package(
     int8 is explicit Q/DQ, so one file serves TensorRT 10, TensorRT 11 and ONNX Runtime.
 
     Example: edgeprune package runs/demo/models/nm-2-4 --out runs/bundles/nm-int8 --precision int8 --archive
+
+    More: fashion-resnet --weights w.safetensors --data fashion-mnist --precision int8 --out runs/b/fm-int8
     """
     with user_errors():
         if precision not in PRECISIONS:
@@ -55,27 +72,30 @@ def package(
         from edgeprune.export.onnx_export import INPUT_NAME
         from edgeprune.export.package import package_model
         from edgeprune.export.quantize import Int8Config
-        from edgeprune.models.spec import load_model
+        from edgeprune.models.spec import load_model, parse_shape
 
-        loaded = load_model(model, weights)
+        loaded = load_model(model, weights, parse_shape(input_shape) if input_shape else None)
         source = loaded.meta.get("source", loaded.spec)
+        task: Any = resolve_task(loaded, data, mean, std)
         calib = None
         if precision == "int8":
-            calib = _calibration(calibration, source, INPUT_NAME, loaded.input_shape, calib_samples)
+            calib = _calibration(calibration, task, INPUT_NAME, loaded.input_shape, calib_samples)
         base_cost = None
         if baseline is not None:
             base = load_model(baseline, baseline_weights)
             base_cost = model_cost(base.model, base.input_shape)
         elif source != loaded.spec:
-            src = load_model(source)
+            src = load_model(source, input_shape=tuple(loaded.input_shape))
             base_cost = model_cost(src.model, src.input_shape)
-        eval_data, reference = None, None
-        if source == DIGITS:
-            from edgeprune.models.digits import load_digits_data
-
-            data = load_digits_data()
-            eval_data = (data.x_test.numpy(), data.y_test.numpy())
-            reference = data.x_test[:8].numpy()
+        reference = None
+        if task is not None and task.has_val:
+            reference = task.sample(8, "val")[0].numpy()
+        summary = dict(loaded.meta.get("summary") or {})
+        for key in ("data", "finetune", "accuracy_unpruned", "accuracy_reason"):
+            if key in loaded.meta:
+                summary[key] = loaded.meta[key]
+        if loaded.meta.get("method", "dense") != "dense" and "finetune" not in loaded.meta:
+            summary["finetuned"] = False
         with progress_steps() as step:
             manifest = package_model(
                 loaded.model,
@@ -87,11 +107,11 @@ def package(
                 precision=precision,
                 baseline_cost=base_cost,
                 accuracy=loaded.meta.get("accuracy"),
-                summary=loaded.meta.get("summary"),
+                summary=summary,
                 reference_inputs=reference,
                 calibration=calib,
                 int8=Int8Config(method=calib_method),
-                eval_data=eval_data,
+                eval_data=task,
                 archive=archive,
                 step=step,
             )
@@ -99,17 +119,19 @@ def package(
 
 
 def _calibration(
-    source_path: Path | None, spec: str, input_name: str, input_shape: tuple[int, ...], samples: int
+    source_path: Path | None, task: Any, input_name: str, input_shape: tuple[int, ...], samples: int
 ) -> Any:
-    from edgeprune.export.calibration import digits_calibration, load_calibration
+    from edgeprune.export.calibration import digits_calibration, load_calibration, task_calibration
 
     if source_path is not None:
         return load_calibration(source_path, input_name, input_shape, samples)
-    if spec == DIGITS:
-        return digits_calibration(input_shape, samples)
+    if task is not None and task.name == "digits":
+        return digits_calibration(input_shape, samples)  # the committed set, so bundles rebuild bit for bit
+    if task is not None:
+        return task_calibration(task, samples)
     raise fail(
-        f"int8 needs a calibration set for {spec}: pass --calibration with a .npz of preprocessed inputs "
-        "or a folder of images (see calibration/README.md); only digits-resnet has one built in"
+        "int8 needs a calibration set: give --data (its training samples are used) or --calibration with a "
+        ".npz of preprocessed inputs or a folder of images (see calibration/README.md)"
     )
 
 

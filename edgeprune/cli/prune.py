@@ -5,9 +5,17 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeprune.cli._common import MODEL_HELP, console, fail, progress_steps, user_errors
-
-DIGITS = "digits-resnet"
+from edgeprune.cli._common import (
+    DATA_OPTION_HELP,
+    MODEL_HELP,
+    NORM_HELP,
+    SHAPE_HELP,
+    console,
+    fail,
+    progress_steps,
+    resolve_task,
+    user_errors,
+)
 
 
 def prune(
@@ -28,8 +36,8 @@ def prune(
     criterion: Annotated[
         str,
         typer.Option(
-            help="channel only: l1, l2, bn-scale, fpgm, random, or taylor (digits-resnet: gradients "
-            "on --calib-samples training images)."
+            help="channel only: l1, l2, bn-scale, fpgm, random, or taylor (gradients on --calib-samples "
+            "training samples of --data)."
         ),
     ] = "l1",
     global_ranking: Annotated[
@@ -50,7 +58,15 @@ def prune(
     ] = "",
     round_to: Annotated[int, typer.Option(help="channel only: keep counts multiples of this.")] = 1,
     weights: Annotated[Path | None, typer.Option(help="A .safetensors or .pt state dict.")] = None,
-    finetune_epochs: Annotated[int, typer.Option(help="digits-resnet only: fine-tune epochs after pruning.")] = 0,
+    data: Annotated[str | None, typer.Option(help=DATA_OPTION_HELP)] = None,
+    finetune_epochs: Annotated[
+        int, typer.Option(help="Fine-tune epochs after pruning on --data (BatchNorm re-estimated first).")
+    ] = 0,
+    finetune_lr: Annotated[float, typer.Option(help="Peak learning rate of the fine-tune (warm-up, cosine).")] = 0.01,
+    batch_size: Annotated[int, typer.Option(help="Fine-tune batch size.")] = 32,
+    mean: Annotated[str | None, typer.Option(help=NORM_HELP)] = None,
+    std: Annotated[str | None, typer.Option(help=NORM_HELP)] = None,
+    input_shape: Annotated[str | None, typer.Option(help=SHAPE_HELP)] = None,
     nm: Annotated[str, typer.Option(help="nm only: the N:M pattern, along input channels.")] = "2:4",
     permute: Annotated[
         bool, typer.Option(help="nm only: permute channels first so the mask keeps more magnitude (outputs unchanged).")
@@ -64,7 +80,7 @@ def prune(
     selector: Annotated[
         str | None,
         typer.Option(
-            help="channel only, digits-resnet: choose channels from data (lasso, omp, l1/2, magnitude) and refit "
+            help="channel only: choose channels from --data (lasso, omp, l1/2, magnitude) and refit "
             "the next layer by least squares (He et al. 2017)."
         ),
     ] = None,
@@ -73,7 +89,7 @@ def prune(
     regularize: Annotated[
         str | None,
         typer.Option(
-            help="digits-resnet: train first with l1, l2, l1/2, group-lasso or bn-l1 (proximal steps), then "
+            help="Train first on --data with l1, l2, l1/2, group-lasso or bn-l1 (proximal steps), then "
             "remove what it zeroed (channel) or mask it."
         ),
     ] = None,
@@ -88,7 +104,7 @@ def prune(
     schedule: Annotated[
         str,
         typer.Option(
-            help="oneshot, or gradual (cubic schedule, fine-tuning between steps; digits-resnet; channel and "
+            help="oneshot, or gradual (cubic schedule, fine-tuning on --data between steps; channel and "
             "mask patterns, channels removed physically at every step)."
         ),
     ] = "oneshot",
@@ -106,7 +122,7 @@ def prune(
     sensitivity: Annotated[
         Path | None,
         typer.Option(
-            help="digits-resnet: scan per-layer sensitivity (accuracy vs sparsity, each layer alone) for this "
+            help="Scan per-layer sensitivity on --data (accuracy vs sparsity, each layer alone) for this "
             "pattern; writes this image and a .md table beside it."
         ),
     ] = None,
@@ -120,7 +136,8 @@ def prune(
     --pattern nm --permute; --pattern channel --sparsity 0.5 --selector lasso;
     --pattern channel --regularize group-lasso --reg-strength 6;
     --pattern channel --target-params 0.5 --global --criterion taylor;
-    --pattern channel --layer-sparsity 'layer1=0.25,layer3=0.5'.
+    --pattern channel --layer-sparsity 'layer1=0.25,layer3=0.5';
+    mypkg.nets:small_cnn --input-shape 3,64,64 --data npz:my.npz --finetune-epochs 3.
     """
     with user_errors():
         from edgeprune.prune.api import PruneRequest
@@ -163,22 +180,43 @@ def prune(
         from edgeprune.prune.api import prune_model
         from edgeprune.prune.plan import save_pruned
 
-        loaded = load_model(model, weights)
-        needs_data = request.needs_data or sensitivity is not None
-        data = _digits_data(loaded, "this method") if needs_data else None
+        if finetune_epochs < 0 or batch_size < 1 or not finetune_lr > 0:
+            raise fail("--finetune-epochs must be 0 or more, --batch-size and --finetune-lr positive")
+        from edgeprune.models.spec import parse_shape
+        from edgeprune.train import evaluate, finetune
+
+        loaded = load_model(model, weights, parse_shape(input_shape) if input_shape else None)
+        needs = (
+            "this method"
+            if request.needs_data
+            else "--sensitivity"
+            if sensitivity is not None
+            else "--finetune-epochs"
+            if finetune_epochs > 0
+            else None
+        )
+        task: Any = resolve_task(loaded, data, mean, std, required=needs)
+        if task is not None:
+            console.print(f"data: {task.name} ({_describe(task.preprocessing)})", highlight=False)
         if sensitivity is not None:
-            _sensitivity(loaded, request, data, sensitivity)
-        if request.needs_data:
-            with progress_steps() as step:
-                pruned, plan, summary = prune_model(loaded.model, loaded.input_shape, request, data, step)
-        else:
-            pruned, plan, summary = prune_model(loaded.model, loaded.input_shape, request)
-        accuracy = None
+            _sensitivity(loaded, request, task, sensitivity)
+        with progress_steps() as step:
+            pruned, plan, summary = prune_model(loaded.model, loaded.input_shape, request, task, step)
+            if finetune_epochs > 0:
+                finetune(
+                    pruned,
+                    task,
+                    finetune_epochs,
+                    masks=plan.masks or None,
+                    on_step=lambda s, t, note: step("fine-tune", s, t, note),
+                    lr=finetune_lr,
+                    batch_size=batch_size,
+                )
+        record = _accuracy_record(loaded, pruned, task, evaluate)
         if finetune_epochs > 0:
-            accuracy = _finetune_digits(loaded, pruned, plan.masks, finetune_epochs)
-        elif "schedule" in summary:  # the gradual schedule measured its last accepted step on the test split
-            accepted = [h for h in summary["schedule"]["history"] if h.get("accepted")]
-            accuracy = accepted[-1]["accuracy"] if accepted else None
+            record["finetune"] = {"epochs": finetune_epochs, "lr": finetune_lr, "batch_size": batch_size}
+        elif "schedule" in summary:
+            record["finetune"] = {"epochs_per_step": request.step_epochs, "schedule": "gradual"}
         before, after = model_cost(loaded.model, loaded.input_shape), model_cost(pruned, loaded.input_shape)
         if sparse_exec:
             summary["sparse_exec"] = _sparse_exec(pruned, loaded.input_shape)
@@ -186,11 +224,12 @@ def prune(
             "source": loaded.meta.get("source", loaded.spec),
             "input_shape": list(loaded.input_shape),
             "method": pattern,
-            "accuracy": accuracy,
+            **record,
             "summary": summary,
         }
         save_pruned(out, pruned, plan, meta)
         _print_summary(summary)
+        _print_accuracy(record)
         console.print(
             f"{pattern}: MACs {before.macs:,} → effective {after.effective_macs:,.0f} "
             f"({before.macs / max(after.effective_macs, 1):.2f}× theoretical, MAC ratio); "
@@ -221,35 +260,47 @@ def _parse_nm(text: str) -> tuple[int, int]:
         raise fail(f"--nm must look like 2:4, got '{text}'") from None
 
 
-def _digits_data(loaded: Any, what: str) -> Any:
-    from edgeprune.models.digits import load_digits_data
-    from edgeprune.prune.api import PruneData
+def _describe(preprocessing: dict[str, Any]) -> str:
+    """The normalization and split of a task in a few words, so no default is silent."""
+    parts = []
+    if "mean" in preprocessing:
+        parts.append(f"mean {preprocessing['mean']}, std {preprocessing['std']} ({preprocessing.get('normalization')})")
+    for key in ("note", "val"):
+        if key in preprocessing:
+            parts.append(str(preprocessing[key]))
+    return "; ".join(parts) or "as given"
 
-    if loaded.meta.get("source", loaded.spec) != DIGITS:
-        raise fail(f"{what} needs a data set; only {DIGITS} has one built in")
-    data = load_digits_data()
-    return PruneData(data.x_train, data.y_train, data.x_test, data.y_test)
+
+def _accuracy_record(loaded: Any, pruned: Any, task: Any, evaluate: Any) -> dict[str, Any]:
+    """The pruned model's measured metric (and the unpruned model's), or why there is none."""
+    if task is None:
+        return {"data": None, "accuracy": None, "accuracy_reason": "no --data given, so accuracy was not measured"}
+    if not task.has_val:
+        return {"data": task.name, "accuracy": None, "accuracy_reason": f"data '{task.name}' has no validation split"}
+    return {
+        "data": task.name,
+        "accuracy": float(evaluate(pruned, task)),
+        "accuracy_unpruned": float(evaluate(loaded.model, task)),
+        "metric": task.metric_name,
+        "preprocessing": task.preprocessing,
+    }
 
 
-def _finetune_digits(loaded: Any, model: Any, masks: dict[str, Any], epochs: int) -> float:
-    from edgeprune.models.train import evaluate, finetune
-
-    data = _digits_data(loaded, "--finetune-epochs")
-    with progress_steps() as step:
-        finetune(
-            model,
-            data.x_train,
-            data.y_train,
-            epochs,
-            masks=masks or None,
-            on_step=lambda s, t: step("fine-tune", s, t),
-        )
-    return float(evaluate(model, data.x_eval, data.y_eval))
+def _print_accuracy(record: dict[str, Any]) -> None:
+    if record["accuracy"] is None:
+        console.print(f"accuracy: not measured ({record['accuracy_reason']})", highlight=False)
+        return
+    line = (
+        f"{record['metric']} on {record['data']}: {record['accuracy']:.1%} (unpruned {record['accuracy_unpruned']:.1%})"
+    )
+    if "finetune" not in record:
+        line += " — not fine-tuned: add --finetune-epochs N to recover accuracy"
+    console.print(line, highlight=False)
 
 
 def _sensitivity(loaded: Any, request: Any, data: Any, path: Path) -> None:
-    from edgeprune.models.train import evaluate
     from edgeprune.prune.sensitivity import layer_sensitivity, plot_sensitivity, sensitivity_markdown
+    from edgeprune.train import evaluate
 
     options = (
         {}
@@ -265,7 +316,7 @@ def _sensitivity(loaded: Any, request: Any, data: Any, path: Path) -> None:
     rows = layer_sensitivity(
         loaded.model,
         loaded.input_shape,
-        lambda mdl: evaluate(mdl, data.x_eval, data.y_eval),
+        lambda mdl: evaluate(mdl, data),
         pattern=request.pattern,
         ignore=request.ignore,
         **options,

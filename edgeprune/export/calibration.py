@@ -312,3 +312,22 @@ def load_calibration(
     if source.suffix.lower() == ".npz" or source.is_file():
         return load_npz(source, input_name, input_shape, samples, seed)
     raise UsageError(f"calibration source {source} does not exist: give a folder of images or a .npz file")
+
+
+def task_calibration(task: Any, samples: int | None = DEFAULT_SAMPLES, seed: int = 0) -> CalibrationSet:
+    """Calibration inputs drawn from a task's *training* split (seeded), preprocessed as the task does.
+
+    The validation split is never used, so accuracy measured on it stays honest.
+    """
+    if samples is not None and samples < 1:
+        raise UsageError(f"--calib-samples must be positive, got {samples}")
+    train = task.train.dataset if hasattr(task.train, "dataset") else task.train
+    available = len(train)
+    x, _ = task.sample(samples or available, "train", seed)
+    return CalibrationSet(
+        np.ascontiguousarray(x.numpy(), dtype=np.float32),
+        task.name,
+        "data",
+        available,
+        {"note": f"training split of {task.name}, preprocessed as for training", **task.preprocessing},
+    )

@@ -41,6 +41,7 @@ from edgeprune import bundle as bundle_mod
 from edgeprune.analysis.cost import ModelCost, model_cost, theoretical_speedup
 from edgeprune.analysis.lint import lint_cost
 from edgeprune.analysis.speedup import theoretical_figures
+from edgeprune.data.task import Task, iterate, tensor_task
 from edgeprune.device.provenance import library_versions
 from edgeprune.errors import ExportError, UsageError
 from edgeprune.export.calibration import CalibrationSet
@@ -55,6 +56,7 @@ from edgeprune.export.onnx_export import (
 )
 from edgeprune.export.quantize import Int8Config
 from edgeprune.export.sparsity import RULE, check_sparsity
+from edgeprune.train import evaluate
 
 REFERENCE_SAMPLES = 8
 FP32_ATOL, FP32_RTOL = 1e-4, 1e-3
@@ -64,6 +66,7 @@ INT8_REL_ATOL = 0.05
 TF32_REL_ATOL = 0.01
 MIN_TOP1_AGREEMENT = 0.90
 MIN_AGREEMENT_SAMPLES = 16
+EVAL_BATCH = 512
 MAX_JUDGE_SAMPLES = 1024
 FP32_MODEL_FILE = "model_fp32.onnx"
 CALIB_FILE = "calib.npz"
@@ -214,7 +217,7 @@ def package_model(
     batch_sizes: tuple[int, ...] = (1, 32),
     calibration: CalibrationSet | np.ndarray | None = None,
     int8: Int8Config | None = None,
-    eval_data: tuple[np.ndarray, np.ndarray] | None = None,
+    eval_data: Task | tuple[np.ndarray, np.ndarray] | None = None,
     archive: bool = False,
     step: Step | None = None,
 ) -> dict[str, Any]:
@@ -236,8 +239,9 @@ def package_model(
         batch_sizes: batch sizes the device should build and measure for.
         calibration: required for int8: preprocessed inputs ``[N, *input_shape]``.
         int8: quantization options (method and the rest); default :class:`Int8Config`.
-        eval_data: (inputs, labels) to measure the packaged model's own accuracy under ONNX
-            Runtime, recorded as ``model.accuracy``; PyTorch's goes to ``model.accuracy_pytorch``.
+        eval_data: a task (its validation split and metric) or (inputs, labels) arrays, to measure
+            the packaged model's own accuracy under ONNX Runtime, recorded as ``model.accuracy``;
+            PyTorch's goes to ``model.accuracy_pytorch``.
         archive: also write ``<out_dir>.tar.gz`` beside the folder.
         step: progress callback ``(label, done, total)``.
 
@@ -248,6 +252,7 @@ def package_model(
     """
     say: Step = step or (lambda label, done, total: None)
     bundle_mod.check_replaceable(Path(out_dir))
+    task = _eval_task(eval_data)
     if precision not in bundle_mod.PRECISIONS:
         raise UsageError(f"precision {precision!r} is not one of {', '.join(bundle_mod.PRECISIONS)}")
     calib = as_calibration_set(calibration, input_shape) if calibration is not None else None
@@ -289,7 +294,7 @@ def package_model(
             }
         else:
             say(label, 2, steps)
-            judge, judged_on = _judge_set(reference_inputs, calib, eval_data)
+            judge, judged_on = _judge_set(reference_inputs, calib, task)
             want = _torch_outputs(model, judge)
             if precision == "fp16":
                 model_path, parity, ref_outputs, extra = _fp16(
@@ -311,14 +316,13 @@ def package_model(
             "accuracy": accuracy,
             "summary": summary or {},
         }
-        if eval_data is not None:
-            model_record.update(_evaluate(model_path, eval_data, exact=False))
+        if task is not None:
+            model_record.update(_evaluate(model_path, task, exact=False))
             if accuracy is None:
-                logits = _torch_outputs(model, np.ascontiguousarray(eval_data[0], dtype=np.float32))
-                accuracy = float(np.mean(logits.argmax(1) == np.asarray(eval_data[1])))
+                accuracy = evaluate(model, task)
             model_record["accuracy_pytorch"] = accuracy
             if precision == "int8":
-                model_record["accuracy_exact_qdq"] = _evaluate(model_path, eval_data, exact=True)["accuracy"]
+                model_record["accuracy_exact_qdq"] = _evaluate(model_path, task, exact=True)["accuracy"]
         ref_path = tmp / bundle_mod.REFERENCE_FILE
         np.savez(
             ref_path,
@@ -371,12 +375,10 @@ def package_model(
     return written
 
 
-def _judge_set(
-    reference: np.ndarray, calib: CalibrationSet | None, eval_data: tuple[np.ndarray, np.ndarray] | None
-) -> tuple[np.ndarray, str]:
+def _judge_set(reference: np.ndarray, calib: CalibrationSet | None, task: Task | None) -> tuple[np.ndarray, str]:
     """Inputs on which FP16/INT8 are compared with FP32: held-out data first, then calibration."""
-    if eval_data is not None:
-        data = np.ascontiguousarray(eval_data[0][:MAX_JUDGE_SAMPLES], dtype=np.float32)
+    if task is not None:
+        data = np.ascontiguousarray(task.sample(MAX_JUDGE_SAMPLES, "val")[0].numpy(), dtype=np.float32)
         return data, f"evaluation inputs ({len(data)})"
     if calib is not None:
         return calib.data[:MAX_JUDGE_SAMPLES], f"calibration samples ({min(len(calib.data), MAX_JUDGE_SAMPLES)})"
@@ -489,12 +491,27 @@ def _calib_file(calib: CalibrationSet, used: int, tmp: Path, files: dict[str, Pa
     return CALIB_FILE
 
 
-def _evaluate(model_path: Path, eval_data: tuple[np.ndarray, np.ndarray], exact: bool) -> dict[str, Any]:
+def _eval_task(eval_data: Task | tuple[np.ndarray, np.ndarray] | None) -> Task | None:
+    if eval_data is None or isinstance(eval_data, Task):
+        return eval_data if eval_data is None or eval_data.has_val else None
     x, y = eval_data
-    logits = run_ort(model_path, {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)}, exact=exact)[OUTPUT_NAME]
+    x_t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    y_t = torch.from_numpy(np.asarray(y))
+    return tensor_task(x_t, y_t, x_t, y_t, name="evaluation arrays")
+
+
+def _evaluate(model_path: Path, task: Task, exact: bool) -> dict[str, Any]:
+    """The task's metric for this ONNX file on ONNX Runtime, over the validation batches."""
+    total, count = 0.0, 0
+    for x, y in iterate(task.batches("val", EVAL_BATCH)):
+        feeds = {INPUT_NAME: np.ascontiguousarray(x.numpy(), dtype=np.float32)}
+        logits = run_ort(model_path, feeds, exact=exact, batch_size=EVAL_BATCH)[OUTPUT_NAME]
+        total += task.metric(torch.from_numpy(logits), y) * len(x)
+        count += len(x)
     return {
-        "accuracy": float(np.mean(logits.argmax(1) == np.asarray(y))),
-        "accuracy_source": f"this bundle's model.onnx on ONNX Runtime CPU, {len(y)} held-out samples",
+        "accuracy": total / max(1, count),
+        "metric": task.metric_name,
+        "accuracy_source": f"this bundle's model.onnx on ONNX Runtime CPU, {count} held-out samples of {task.name}",
     }
 
 

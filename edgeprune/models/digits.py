@@ -1,8 +1,4 @@
-"""The embedded default: scikit-learn's digits set and a small ResNet that trains on it in a minute.
-
-The digits set (1,797 8x8 grey images) ships inside scikit-learn, so the demo needs no download.
-Images are upsampled to 32x32 so that the network has real spatial work to prune, and split once,
-stratified, with a fixed seed, so every run and every test sees the same train and test images.
+"""The embedded default: a small ResNet that trains on the digits set (:mod:`edgeprune.data.digits`) in a minute.
 
 ``digits-resnet`` is deliberately small but structurally honest: BatchNorm after every conv,
 residual adds (which couple channels across layers) and two downsampling shortcuts (1x1 conv +
@@ -11,47 +7,13 @@ BN), so channel pruning must respect coupled groups to produce a valid model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-IMAGE_SIZE = 32
-NUM_CLASSES = 10
-INPUT_SHAPE = (1, IMAGE_SIZE, IMAGE_SIZE)
-SPLIT_SEED = 0
-TEST_FRACTION = 0.2
+from edgeprune.data.digits import INPUT_SHAPE, NUM_CLASSES, DigitsData, load_digits_data
 
-
-@dataclass(frozen=True)
-class DigitsData:
-    """Train and test tensors, normalized; labels as int64."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-
-
-def load_digits_data() -> DigitsData:
-    """Load, upsample, normalize and split the digits set (deterministic)."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    images = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
-    images = F.interpolate(images, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
-    labels = torch.from_numpy(digits.target.astype(np.int64))
-    idx_train, idx_test = train_test_split(
-        np.arange(len(labels)), test_size=TEST_FRACTION, stratify=digits.target, random_state=SPLIT_SEED
-    )
-    # Normalize with training statistics only, so the test set stays unseen.
-    mean = images[idx_train].mean()
-    std = images[idx_train].std()
-    images = (images - mean) / std
-    return DigitsData(images[idx_train], labels[idx_train], images[idx_test], labels[idx_test])
+__all__ = ["INPUT_SHAPE", "NUM_CLASSES", "DigitsData", "DigitsResNet", "digits_resnet", "load_digits_data"]
 
 
 class BasicBlock(nn.Module):
@@ -74,12 +36,17 @@ class BasicBlock(nn.Module):
 
 
 class DigitsResNet(nn.Module):
-    """Stem, three stages (16, 32, 64 channels; two downsamplings), global pool, linear head."""
+    """Stem, three stages (16, 32, 64 channels; two downsamplings), global pool, linear head.
 
-    def __init__(self, widths: tuple[int, int, int] = (16, 32, 64), num_classes: int = NUM_CLASSES) -> None:
+    ``stem_stride`` 2 halves the resolution in the stem, for larger inputs (``fashion-resnet``).
+    """
+
+    def __init__(
+        self, widths: tuple[int, int, int] = (16, 32, 64), num_classes: int = NUM_CLASSES, stem_stride: int = 1
+    ) -> None:
         super().__init__()
         w1, w2, w3 = widths
-        self.stem = nn.Sequential(nn.Conv2d(1, w1, 3, 1, 1, bias=False), nn.BatchNorm2d(w1), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(1, w1, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(w1), nn.ReLU())
         self.layer1 = BasicBlock(w1, w1)
         self.layer2 = BasicBlock(w1, w2, stride=2)
         self.layer3 = BasicBlock(w2, w3, stride=2)

@@ -5,7 +5,9 @@ Accepted forms:
 * a built-in name: ``digits-resnet``;
 * ``torchvision:NAME``: a torchvision classification model with random weights (weights never
   come from a hub at run time; pass ``--weights``);
-* ``package.module:factory``: any importable callable returning an ``nn.Module``;
+* ``package.module:factory``: any importable callable returning an ``nn.Module``; its input shape
+  comes from ``input_shape=(C, H, W)`` given on the command line (``--input-shape C,H,W``) or an
+  ``input_shape`` attribute on the model;
 * the folder of a pruned model (``model.json`` + ``plan.json`` + ``weights.safetensors``).
 
 Weights files are ``.safetensors`` or a ``.pt`` state dict read with ``weights_only=True``, so a
@@ -24,11 +26,14 @@ import torch
 from torch import nn
 
 from edgeprune.errors import UsageError
-from edgeprune.models import digits
+from edgeprune.models import digits, fashion
 
 BUILTINS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "digits-resnet": (digits.digits_resnet, digits.INPUT_SHAPE),
+    "fashion-resnet": (fashion.fashion_resnet, fashion.INPUT_SHAPE),
 }
+DEFAULT_DATA = {"digits-resnet": "digits", "fashion-resnet": "fashion-mnist"}
+"""The data a built-in model is trained on, used where ``--data`` is not given."""
 # torchvision models whose default input is not 224x224.
 TORCHVISION_SIZES = {"inception_v3": 299}
 
@@ -70,15 +75,34 @@ def load_weights(model: nn.Module, path: Path) -> None:
         raise UsageError(f"weights file {path} does not fit the model: {first}") from err
 
 
-def build_source(spec: str) -> tuple[nn.Module, tuple[int, ...]]:
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``C,H,W`` (or any comma-separated positive sizes) as a tuple.
+
+    Raises:
+        UsageError: not a list of positive integers.
+    """
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(d < 1 for d in shape):
+        raise UsageError(f"--input-shape takes positive sizes like 3,224,224, got '{text}'")
+    return shape
+
+
+def build_source(spec: str, input_shape: tuple[int, ...] | None = None) -> tuple[nn.Module, tuple[int, ...]]:
     """Build the (unpruned, randomly initialized) model named by ``spec``.
+
+    Args:
+        spec: a built-in name, ``torchvision:NAME`` or ``package.module:factory``.
+        input_shape: one sample's shape, overriding what the model declares (factories).
 
     Raises:
         UsageError: unknown name, or a factory that cannot be imported.
     """
     if spec in BUILTINS:
         factory, shape = BUILTINS[spec]
-        return factory(), shape
+        return factory(), input_shape or shape
     if spec.startswith("torchvision:"):
         import torchvision
 
@@ -90,7 +114,7 @@ def build_source(spec: str) -> tuple[nn.Module, tuple[int, ...]]:
         if name in ("inception_v3", "googlenet"):
             kwargs["aux_logits"] = False
             kwargs["init_weights"] = True
-        return torchvision.models.get_model(name, **kwargs), (3, size, size)
+        return torchvision.models.get_model(name, **kwargs), input_shape or (3, size, size)
     if ":" in spec and not Path(spec).exists():
         module_name, _, attr = spec.partition(":")
         try:
@@ -100,9 +124,11 @@ def build_source(spec: str) -> tuple[nn.Module, tuple[int, ...]]:
         model = factory()
         if not isinstance(model, nn.Module):
             raise UsageError(f"'{spec}' did not return an nn.Module")
-        declared = getattr(model, "input_shape", None)
+        declared = input_shape or getattr(model, "input_shape", None)
         if declared is None:
-            raise UsageError(f"'{spec}': set an `input_shape` attribute (C, H, W) on the model it returns")
+            raise UsageError(
+                f"'{spec}': give --input-shape C,H,W (or set an `input_shape` attribute on the model it returns)"
+            )
         return model, tuple(int(d) for d in declared)
     raise UsageError(
         f"unknown model '{spec}': use a built-in ({', '.join(BUILTINS)}), torchvision:NAME, "
@@ -110,8 +136,10 @@ def build_source(spec: str) -> tuple[nn.Module, tuple[int, ...]]:
     )
 
 
-def load_model(spec: str, weights: Path | None = None) -> LoadedModel:
+def load_model(spec: str, weights: Path | None = None, input_shape: tuple[int, ...] | None = None) -> LoadedModel:
     """Resolve ``spec`` (see module docstring) and load weights if given.
+
+    A pruned folder records its input shape, so ``input_shape`` applies to the other forms only.
 
     Raises:
         UsageError: with a one-line reason the CLI prints as is.
@@ -123,14 +151,22 @@ def load_model(spec: str, weights: Path | None = None) -> LoadedModel:
         if not is_pruned_folder(path):
             raise UsageError(f"{path} is a folder but not a pruned model (no model.json/plan.json)")
         meta = read_meta(path)
-        model, _ = build_source(meta["source"])
+        model, _ = build_source(meta["source"], tuple(meta["input_shape"]))
         plan = read_plan(path)
         plan.apply(model)
         load_weights(model, weights or path / "weights.safetensors")
         model.eval()
         return LoadedModel(model, tuple(meta["input_shape"]), str(path), meta)
-    model, shape = build_source(spec)
+    model, shape = build_source(spec, input_shape)
     if weights is not None:
         load_weights(model, weights)
     model.eval()
     return LoadedModel(model, shape, spec, {"source": spec, "input_shape": list(shape)})
+
+
+def default_data(loaded: LoadedModel) -> str | None:
+    """The data spec to use when none is given: what a pruned folder was made with, else a built-in's own."""
+    recorded = loaded.meta.get("data")
+    if isinstance(recorded, str):
+        return recorded
+    return DEFAULT_DATA.get(str(loaded.meta.get("source", loaded.spec)))

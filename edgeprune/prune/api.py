@@ -16,7 +16,8 @@ Methods (how the zeros are chosen), combinable with a pattern where it makes sen
 * training-time regularization followed by removing what it zeroed (``regularizer=...``: L1, L2,
   L1/2, SSL group lasso, BN-scale L1).
 
-Methods that look at data need a :class:`PruneData`; the CLI has one only for ``digits-resnet``.
+Methods that look at data take a :class:`~edgeprune.data.Task` (``--data`` on the command line):
+its training batches, its held-out split for the withdraw rule, its loss and metric.
 """
 
 from __future__ import annotations
@@ -24,17 +25,18 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
+from edgeprune.data.task import Task, as_task
 from edgeprune.errors import UsageError
-from edgeprune.models.train import TrainConfig, apply_masks, evaluate, train
 from edgeprune.prune.patterns import MASK_PATTERNS, make_masks, validate_nm
 from edgeprune.prune.plan import PrunePlan
 from edgeprune.prune.structural import ChannelConfig, prune_channels
+from edgeprune.train import TrainConfig, apply_masks, evaluate
+from edgeprune.train import finetune as recover
 
 PATTERNS = ("channel", "unstructured", "nm", "vector", "kernel", "block", "bank")
 SCHEDULES = ("oneshot", "gradual")
@@ -46,17 +48,6 @@ REGULARIZERS = ("l1", "l2", "l1/2", "group-lasso", "bn-l1")
 # digits-resnet in 4 epochs at lr 0.01 (benchmarks/group_lasso.py); other models need their own.
 DEFAULT_STRENGTH = {"l1": 0.05, "l1/2": 0.05, "l2": 0.01, "group-lasso": 6.0, "bn-l1": 30.0}
 Progress = Callable[[str, int, int], None]
-
-
-@dataclass(frozen=True)
-class PruneData:
-    """Data for the methods that need it: training images (regularization, calibration,
-    fine-tuning between gradual steps) and held-out images (the withdraw rule)."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_eval: torch.Tensor | None = None
-    y_eval: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -127,11 +118,11 @@ class PruneRequest:
         if self.pattern not in PATTERNS:
             raise UsageError(f"unknown pattern '{self.pattern}': choose one of {', '.join(PATTERNS)}")
         amounts = (
-            ("sparsity", self.sparsity),
-            ("target-macs", self.target_macs),
-            ("target-params", self.target_params),
-            ("max-sparsity", self.max_sparsity),
-            *((f"layer-sparsity {k}", v) for k, v in self.layer_sparsity.items()),
+            ("--sparsity", self.sparsity),
+            ("--target-macs", self.target_macs),
+            ("--target-params", self.target_params),
+            ("--max-sparsity", self.max_sparsity),
+            *((f"--layer-sparsity {k}", v) for k, v in self.layer_sparsity.items()),
         )
         for label, value in amounts:
             if value is not None and not 0.0 < value < 1.0:
@@ -188,7 +179,7 @@ class PruneRequest:
 
     @property
     def needs_data(self) -> bool:
-        """Whether :func:`prune_model` needs a :class:`PruneData` for this request."""
+        """Whether :func:`prune_model` needs data (a task) for this request."""
         return (
             self.regularizer is not None
             or self.selector is not None
@@ -210,7 +201,7 @@ def prune_model(
     model: nn.Module,
     input_shape: tuple[int, ...],
     request: PruneRequest,
-    data: PruneData | None = None,
+    data: Task | tuple[torch.Tensor, ...] | None = None,
     progress: Progress | None = None,
 ) -> tuple[nn.Module, PrunePlan, dict[str, Any]]:
     """Prune a copy of ``model``; returns (pruned model, plan, summary). The input is untouched.
@@ -219,7 +210,7 @@ def prune_model(
         model: the trained model.
         input_shape: one sample's shape.
         request: pattern and method.
-        data: training (and evaluation) data, for requests whose ``needs_data`` is true.
+        data: a task (or ``(x, y[, x_val, y_val])`` tensors), for requests whose ``needs_data`` is true.
         progress: called with (label, step, total steps) during training-time methods.
 
     Raises:
@@ -228,8 +219,9 @@ def prune_model(
     if request.needs_data and data is None:
         raise UsageError(
             "this method needs training data (regularization, a data-aware selector or criterion, or the "
-            "gradual schedule): only digits-resnet has a data set built in; from Python, pass PruneData"
+            "gradual schedule): give --data (from Python: data=Task or (x, y) tensors)"
         )
+    data = as_task(data) if data is not None else None
     source, extra = model, {}
     if request.regularizer is not None:
         assert data is not None
@@ -246,7 +238,7 @@ def prune_model(
 
 
 def _regularize(
-    model: nn.Module, input_shape: tuple[int, ...], request: PruneRequest, data: PruneData, progress: Progress | None
+    model: nn.Module, input_shape: tuple[int, ...], request: PruneRequest, data: Task, progress: Progress | None
 ) -> tuple[nn.Module, dict[str, Any]]:
     from edgeprune.prune.regularize import Regularizer, RegularizerConfig, structure_report, train_regularized
 
@@ -258,11 +250,10 @@ def _regularize(
     regularizer = Regularizer(trained, config, input_shape)
     train_regularized(
         trained,
-        data.x_train,
-        data.y_train,
+        data,
         TrainConfig(epochs=request.reg_epochs, lr=request.reg_lr, seed=2),
         regularizer,
-        on_step=None if progress is None else partial(progress, f"{config.kind} training"),
+        on_step=_progress(progress, f"{config.kind} training"),
     )
     report: dict[str, Any] = {
         "kind": config.kind,
@@ -271,13 +262,13 @@ def _regularize(
         "groupings": list(config.groupings) if config.kind == "group-lasso" else None,
         "structure": structure_report(trained, ignore),
     }
-    if data.x_eval is not None and data.y_eval is not None:
-        report["accuracy"] = evaluate(trained, data.x_eval, data.y_eval)
+    if data.has_val:
+        report["accuracy"] = evaluate(trained, data)
     return trained, report
 
 
 def _prune_channels(
-    model: nn.Module, input_shape: tuple[int, ...], request: PruneRequest, data: PruneData | None
+    model: nn.Module, input_shape: tuple[int, ...], request: PruneRequest, data: Task | None
 ) -> tuple[nn.Module, PrunePlan, dict[str, Any]]:
     if request.selector is not None:
         from edgeprune.prune.reconstruct import ReconstructConfig, reconstruct_channels
@@ -286,7 +277,7 @@ def _prune_channels(
         rebuilt = reconstruct_channels(
             model,
             input_shape,
-            data.x_train[: request.calib_samples],
+            data.sample(request.calib_samples)[0],
             ReconstructConfig(
                 sparsity=request.sparsity, selector=request.selector, refit=request.refit, ignore=request.ignore
             ),
@@ -315,8 +306,7 @@ def _prune_channels(
     calibration = None
     if criterion in DATA_CRITERIA:
         assert data is not None
-        images = data.x_train[: request.calib_samples]
-        labels = data.y_train[: request.calib_samples]
+        images, labels = data.sample(request.calib_samples)
         calibration = [(images[i : i + 64], labels[i : i + 64]) for i in range(0, len(images), 64)]
     result = prune_channels(
         model,
@@ -349,7 +339,7 @@ def _prune_masks(
     model: nn.Module,
     input_shape: tuple[int, ...],
     request: PruneRequest,
-    data: PruneData | None,
+    data: Task | None,
     progress: Progress | None = None,
 ) -> tuple[nn.Module, PrunePlan, dict[str, Any]]:
     from edgeprune.prune.storage import storage_table, storage_totals
@@ -426,7 +416,7 @@ def _reports(
 
 
 def _gradual_channels(
-    model: nn.Module, input_shape: tuple[int, ...], request: PruneRequest, data: PruneData, progress: Progress | None
+    model: nn.Module, input_shape: tuple[int, ...], request: PruneRequest, data: Task, progress: Progress | None
 ) -> tuple[nn.Module, PrunePlan, dict[str, Any]]:
     """Remove channels in ``request.steps`` steps on the cubic schedule, fine-tuning after each.
 
@@ -440,22 +430,18 @@ def _gradual_channels(
 
     assert request.sparsity is not None
     targets = cubic_schedule(request.sparsity, request.steps)
-    has_eval = data.x_eval is not None and data.y_eval is not None
 
     def accuracy(current: nn.Module) -> float | None:
-        if not has_eval:
-            return None
-        assert data.x_eval is not None and data.y_eval is not None
-        return evaluate(current, data.x_eval, data.y_eval)
+        return evaluate(current, data) if data.has_val else None
 
     def finetune(current: nn.Module, step: int, round_: int) -> None:
         if request.step_epochs > 0:
-            train(
+            recover(
                 current,
-                data.x_train,
-                data.y_train,
-                TrainConfig(epochs=request.step_epochs, lr=0.01, seed=20 + 10 * step + round_),
-                on_step=None if progress is None else partial(progress, f"gradual step {step} fine-tune"),
+                data,
+                request.step_epochs,
+                on_step=_progress(progress, f"gradual step {step} fine-tune"),
+                seed=20 + 10 * step + round_,
             )
 
     reference = accuracy(model) if request.tolerance is not None else None
@@ -533,7 +519,7 @@ def _gradual_channels(
 def _gradual(
     model: nn.Module,
     request: PruneRequest,
-    data: PruneData,
+    data: Task,
     ignore: frozenset[str],
     options: dict[str, Any],
     progress: Progress | None,
@@ -550,22 +536,21 @@ def _gradual(
     def finetune(current: nn.Module, masks: dict[str, torch.Tensor]) -> None:
         if request.step_epochs > 0:
             round_ = next(counter)
-            train(
+            recover(
                 current,
-                data.x_train,
-                data.y_train,
-                TrainConfig(epochs=request.step_epochs, lr=0.01, seed=10 + round_),
+                data,
+                request.step_epochs,
                 masks=masks,
-                on_step=None if progress is None else partial(progress, f"gradual fine-tune {round_ + 1}"),
+                on_step=_progress(progress, f"gradual fine-tune {round_ + 1}"),
+                seed=10 + round_,
             )
 
-    has_eval = data.x_eval is not None and data.y_eval is not None
-
     def accuracy(current: nn.Module) -> float:
-        assert data.x_eval is not None and data.y_eval is not None
-        return evaluate(current, data.x_eval, data.y_eval)
+        return evaluate(current, data)
 
-    result = gradual_prune(model, steps, mask_fn, finetune, accuracy if has_eval else None, tolerance=request.tolerance)
+    result = gradual_prune(
+        model, steps, mask_fn, finetune, accuracy if data.has_val else None, tolerance=request.tolerance
+    )
     return result.masks, {
         "kind": "gradual (cubic, Zhu and Gupta)",
         "steps": steps,
@@ -574,3 +559,10 @@ def _gradual(
         "reference_accuracy": result.reference_accuracy,
         "final_sparsity": result.final_sparsity,
     }
+
+
+def _progress(progress: Progress | None, label: str) -> Callable[[int, int, str], None] | None:
+    """The training loop's (step, total, note) callback as a labelled step of ``progress``."""
+    if progress is None:
+        return None
+    return lambda step, total, note: progress(label, step, total)

@@ -57,18 +57,18 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import fx, nn
 
+from edgeprune.data.task import Task
 from edgeprune.errors import UsageError
-from edgeprune.models.train import TrainConfig, train
 from edgeprune.prune.graph import Group, build_groups, trace
 from edgeprune.prune.patterns import as_4d, gemm_view, prunable_layers
 from edgeprune.prune.surgery import apply_structural, plan_from_groups
+from edgeprune.train import ProgressFn, TrainConfig, train
 
 REGULARIZERS = ("l1", "l2", "l1/2", "group-lasso", "bn-l1")
 GROUPINGS = ("filter", "channel", "shape", "depth")
@@ -297,20 +297,19 @@ class Regularizer:
 
 def train_regularized(
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    data: Task | tuple[torch.Tensor, ...],
     config: TrainConfig,
     regularizer: Regularizer,
     masks: dict[str, torch.Tensor] | None = None,
-    on_step: Callable[[int, int], None] | None = None,
+    on_step: ProgressFn | None = None,
 ) -> nn.Module:
-    """Train in place like :func:`edgeprune.models.train.train`, with a proximal step after each update.
+    """Train in place like :func:`edgeprune.train.train`, with a proximal step after each update.
 
     The loop is the same (seeded SGD with Nesterov momentum, one-cycle schedule) so that a run with
     and without the penalty differ in the penalty only. The proximal threshold follows the learning
     rate of each step, as proximal gradient descent prescribes.
     """
-    return train(model, x, y, config, masks=masks, on_step=on_step, after_update=regularizer.prox)
+    return train(model, data, config, masks=masks, on_step=on_step, after_update=regularizer.prox)
 
 
 # -- what the penalty left -----------------------------------------------------------------------

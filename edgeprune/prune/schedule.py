@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from edgeprune.errors import UsageError
-from edgeprune.models.train import apply_masks
+from edgeprune.train import apply_masks
 
 MaskFn = Callable[[nn.Module, float], dict[str, torch.Tensor]]
 FinetuneFn = Callable[[nn.Module, dict[str, torch.Tensor]], None]

@@ -73,7 +73,7 @@ def test_fp16(files: dict[str, Path]) -> None:
 def test_int8_without_calibration_needs_one(files: dict[str, Path]) -> None:
     out = files["root"] / "x"
     line = one_line_error(package(files, out, "--precision", "int8"))
-    assert "int8 needs a calibration set for tests.export:tiny_net" in line
+    assert "int8 needs a calibration set: give --data" in line
     assert not out.exists()
 
 
@@ -132,5 +132,7 @@ def test_bench_refuses_damaged_bundles(files: dict[str, Path], tmp_path: Path) -
 
 
 def test_digits_default_calibration_resolves() -> None:
-    calib = _calibration(None, "digits-resnet", "input", (1, 32, 32), 16)
+    from edgeprune.data import resolve_data
+
+    calib = _calibration(None, resolve_data("digits"), "input", (1, 32, 32), 16)
     assert calib.kind == "digits" and calib.samples == 16

@@ -10,7 +10,7 @@ import torch
 from edgeprune.errors import UsageError
 from edgeprune.models.digits import digits_resnet
 from edgeprune.models.spec import load_model
-from edgeprune.prune.api import PruneData, PruneRequest, prune_model
+from edgeprune.prune.api import PruneRequest, prune_model
 from edgeprune.prune.patterns import bank_counts, check_nm
 from edgeprune.prune.plan import save_pruned
 from tests.methods import (
@@ -75,11 +75,11 @@ def test_nm_with_permutation_passes_the_validator() -> None:
     assert check_nm(pruned.layer3.conv2.weight)
 
 
-def _tiny_data(count: int = 48) -> PruneData:
+def _tiny_data(count: int = 48) -> tuple[torch.Tensor, ...]:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(count, *TINY_SHAPE, generator=generator)
     y = torch.randint(0, 3, (count,), generator=generator)
-    return PruneData(x, y, x[:16], y[:16])
+    return (x, y, x[:16], y[:16])
 
 
 @pytest.mark.trains

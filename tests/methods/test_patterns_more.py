@@ -7,7 +7,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeprune.models.train import apply_masks
 from edgeprune.prune.patterns import (
     bank_balanced_mask,
     bank_counts,
@@ -19,6 +18,7 @@ from edgeprune.prune.patterns import (
     validate_nm,
     vector_mask,
 )
+from edgeprune.train import apply_masks
 from tests.methods import (
     Tiny,
     randomized,

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeprune.errors import UsageError
-from edgeprune.models.train import TrainConfig
 from edgeprune.prune.regularize import (
     Regularizer,
     RegularizerConfig,
@@ -22,6 +21,7 @@ from edgeprune.prune.regularize import (
     structure_report,
     train_regularized,
 )
+from edgeprune.train import TrainConfig
 from tests.methods import (
     TINY_SHAPE,
     Tiny,
@@ -137,7 +137,7 @@ def test_group_lasso_training_reaches_structured_sparsity() -> None:
     y = torch.randint(0, 3, (32,))
     config = RegularizerConfig("group-lasso", 20.0, ("filter", "channel"), frozenset({"conv1", "fc"}))
     train_regularized(
-        model, x, y, TrainConfig(epochs=2, batch_size=16, lr=0.05), Regularizer(model, config, TINY_SHAPE)
+        model, (x, y), TrainConfig(epochs=2, batch_size=16, lr=0.05), Regularizer(model, config, TINY_SHAPE)
     )
     rows = {r["module"]: r for r in structure_report(model, frozenset({"conv1", "fc"}))}
     assert rows["conv2"]["row_sparsity"] > 0 and rows["conv2"]["channel_sparsity"] > 0

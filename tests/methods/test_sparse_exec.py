@@ -7,7 +7,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from edgeprune.models.train import apply_masks
 from edgeprune.prune.patterns import make_masks
 from edgeprune.prune.sparse_exec import (
     CSRConv2d,
@@ -16,6 +15,7 @@ from edgeprune.prune.sparse_exec import (
     crossover_table,
     sparsify_model,
 )
+from edgeprune.train import apply_masks
 from tests.methods import (
     TINY_SHAPE,
     Tiny,

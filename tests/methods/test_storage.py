@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from edgeprune.models.train import apply_masks
 from edgeprune.prune.patterns import bank_balanced_mask, kernel_mask, make_masks, nm_mask, unstructured_mask
 from edgeprune.prune.storage import (
     bitmask_bytes,
@@ -15,6 +14,7 @@ from edgeprune.prune.storage import (
     storage_table,
     storage_totals,
 )
+from edgeprune.train import apply_masks
 from tests.methods import (
     Tiny,
     randomized,

@@ -79,7 +79,7 @@ def test_channel_only_options_refused_for_masks(tmp_path) -> None:
     assert not out.exists()
 
 
-def test_taylor_needs_the_built_in_data_set(tmp_path) -> None:
+def test_taylor_without_data_asks_for_it_and_data_of_the_wrong_shape_is_refused(tmp_path) -> None:
     out = tmp_path / "t"
     result = runner.invoke(
         app,
@@ -96,5 +96,9 @@ def test_taylor_needs_the_built_in_data_set(tmp_path) -> None:
             str(out),
         ],
     )
-    assert result.exit_code == 2 and "only digits-resnet has one built in" in result.output
+    assert result.exit_code == 2 and "needs data: give --data" in result.output
     assert not out.exists()
+    args = ["prune", "torchvision:resnet18", "--sparsity", "0.3", "--data", "digits", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "shape [1, 32, 32], the model takes [3, 224, 224]" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from edgeprune.cli.main import app
 from edgeprune.models.digits import INPUT_SHAPE, digits_resnet
 from edgeprune.models.spec import load_model
-from edgeprune.prune.api import PruneData, PruneRequest, prune_model
+from edgeprune.prune.api import PruneRequest, prune_model
 from edgeprune.prune.plan import compose_structural
 from edgeprune.prune.structural import ChannelConfig, prune_channels
 from edgeprune.prune.surgery import pruned_copy
@@ -81,7 +81,7 @@ def test_gradual_channels_from_the_command_line(tmp_path) -> None:
 @pytest.mark.trains
 def test_a_step_that_costs_too_much_accuracy_is_withdrawn(trained_digits) -> None:
     model, d = trained_digits.model, trained_digits.data
-    data = PruneData(d.x_train[:64], d.y_train[:64], d.x_test, d.y_test)
+    data = (d.x_train[:64], d.y_train[:64], d.x_test, d.y_test)
     # No fine-tuning: cutting 35% of every group's channels costs far more than one point.
     request = PruneRequest("channel", sparsity=0.5, schedule="gradual", steps=2, step_epochs=0, tolerance=0.01)
     pruned, plan, summary = prune_model(model, INPUT_SHAPE, request, data)
