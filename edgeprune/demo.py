@@ -180,6 +180,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), step: Step | None = N
                 "accuracy": acc,
                 "accuracy_unpruned": base_acc,
                 "finetune": summary["finetune"],
+                "finetuned": config.finetune_epochs > 0,
                 "summary": summary,
             },
         )

@@ -15,8 +15,9 @@ Two recipes share it:
   epoch spends most of its steps at a high rate and lands wherever its last steps leave it
   (BENCHMARKS.md, "Fine-tune recovery").
 
-The loop seeds only its own generators (shuffling, and torch's for dropout and the like, from
-``config.seed``), so a run is repeatable on one machine. ``masks`` re-applies the zero pattern of
+The loop seeds only its own generator (the shuffling order, from ``config.seed``) and leaves
+torch's global one to the caller, so a run is repeatable on one machine for a model without
+dropout, and a user's own seeding is never overwritten. ``masks`` re-applies the zero pattern of
 masked (unstructured, N:M) variants after every step so that fine-tuning cannot regrow weights.
 """
 
@@ -180,7 +181,6 @@ def train(
             masks are re-applied (a proximal step for regularized training goes here).
     """
     task = as_task(data)
-    torch.manual_seed(config.seed)
     if config.bn_batches:
         recalibrate_batchnorm(model, task.batches("train", config.batch_size, True, config.seed), config.bn_batches)
     if config.epochs == 0:

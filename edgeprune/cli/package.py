@@ -17,16 +17,14 @@ from edgeprune.cli._common import (
     resolve_task,
     user_errors,
 )
-
-PRECISIONS = ("fp32", "fp16", "int8")
-CALIB_METHODS = ("minmax", "entropy", "percentile")
+from edgeprune.vocab import CALIB_METHODS, PRECISIONS, CalibMethod, Precision
 
 
 def package(
     model: Annotated[str, typer.Argument(help=MODEL_HELP)],
     out: Annotated[Path, typer.Option(help="Bundle folder to write (replaced only once the new one is complete).")],
     precision: Annotated[
-        str, typer.Option(help="fp32, fp16 (FP16 ONNX, float32 I/O) or int8 (Q/DQ, calibrated).")
+        str, typer.Option(help=f"{Precision.listing()}: fp16 is FP16 ONNX with float32 I/O, int8 Q/DQ, calibrated.")
     ] = "fp32",
     calibration: Annotated[
         Path | None,
@@ -34,7 +32,7 @@ def package(
             help="int8: a .npz of preprocessed inputs or a folder of images (default: training samples of --data)."
         ),
     ] = None,
-    calib_method: Annotated[str, typer.Option(help="int8: minmax, entropy or percentile.")] = "entropy",
+    calib_method: Annotated[str, typer.Option(help=f"int8: {CalibMethod.listing()}.")] = "entropy",
     calib_samples: Annotated[int, typer.Option(help="int8: calibration samples to use (seeded choice).")] = 256,
     archive: Annotated[bool, typer.Option("--archive", help="Also write OUT.tar.gz beside the folder.")] = False,
     weights: Annotated[Path | None, typer.Option(help="A .safetensors or .pt state dict.")] = None,
@@ -91,11 +89,11 @@ def package(
         if task is not None and task.has_val:
             reference = task.sample(8, "val")[0].numpy()
         summary = dict(loaded.meta.get("summary") or {})
-        for key in ("data", "finetune", "accuracy_unpruned", "accuracy_reason"):
+        for key in ("data", "finetune", "accuracy_unpruned", "accuracy_reason", "preprocessing"):
             if key in loaded.meta:
                 summary[key] = loaded.meta[key]
-        if loaded.meta.get("method", "dense") != "dense" and "finetune" not in loaded.meta:
-            summary["finetuned"] = False
+        if "finetuned" in loaded.meta:
+            summary["finetuned"] = bool(loaded.meta["finetuned"])
         with progress_steps() as step:
             manifest = package_model(
                 loaded.model,

@@ -16,6 +16,7 @@ from edgeprune.cli._common import (
     resolve_task,
     user_errors,
 )
+from edgeprune.vocab import Criterion, Regularizer, Selector
 
 
 def prune(
@@ -36,7 +37,7 @@ def prune(
     criterion: Annotated[
         str,
         typer.Option(
-            help="channel only: l1, l2, bn-scale, fpgm, random, or taylor (gradients on --calib-samples "
+            help=f"channel only: {Criterion.listing()} (taylor: gradients on --calib-samples "
             "training samples of --data)."
         ),
     ] = "l1",
@@ -80,7 +81,7 @@ def prune(
     selector: Annotated[
         str | None,
         typer.Option(
-            help="channel only: choose channels from --data (lasso, omp, l1/2, magnitude) and refit "
+            help=f"channel only: choose channels from --data ({Selector.listing()}) and refit "
             "the next layer by least squares (He et al. 2017)."
         ),
     ] = None,
@@ -89,7 +90,7 @@ def prune(
     regularize: Annotated[
         str | None,
         typer.Option(
-            help="Train first on --data with l1, l2, l1/2, group-lasso or bn-l1 (proximal steps), then "
+            help=f"Train first on --data with {Regularizer.listing()} (proximal steps), then "
             "remove what it zeroed (channel) or mask it."
         ),
     ] = None,
@@ -213,6 +214,7 @@ def prune(
                     batch_size=batch_size,
                 )
         record = _accuracy_record(loaded, pruned, task, evaluate)
+        record["finetuned"] = finetune_epochs > 0 or "schedule" in summary
         if finetune_epochs > 0:
             record["finetune"] = {"epochs": finetune_epochs, "lr": finetune_lr, "batch_size": batch_size}
         elif "schedule" in summary:
@@ -293,7 +295,7 @@ def _print_accuracy(record: dict[str, Any]) -> None:
     line = (
         f"{record['metric']} on {record['data']}: {record['accuracy']:.1%} (unpruned {record['accuracy_unpruned']:.1%})"
     )
-    if "finetune" not in record:
+    if not record["finetuned"]:
         line += " — not fine-tuned: add --finetune-epochs N to recover accuracy"
     console.print(line, highlight=False)
 

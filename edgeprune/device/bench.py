@@ -23,13 +23,14 @@ from edgeprune.device.measure import MeasureConfig, measure_interleaved, summari
 from edgeprune.device.runners.base import Runner
 from edgeprune.device.runners.ort import OrtRunner
 from edgeprune.errors import BundleError, UsageError
+from edgeprune.vocab import RUNNERS
 
 RESULT_SCHEMA_VERSION = 1
 BASELINE = "baseline"
-RUNNERS = ("ort", "ort-cuda", "trt")
-"""``ort``: ONNX Runtime on the CPU; ``ort-cuda``: ONNX Runtime's CUDA provider, nothing else (a
-missing provider is an error, not a silent fall-back to the CPU); ``trt``: a TensorRT engine built
-from the bundle (or taken from the engine cache) and run by :class:`TrtRunner`."""
+# RUNNERS (edgeprune.vocab): ``ort``: ONNX Runtime on the CPU; ``ort-cuda``: ONNX Runtime's CUDA
+# provider, nothing else (a missing provider is an error, not a silent fall-back to the CPU);
+# ``trt``: a TensorRT engine built from the bundle (or taken from the engine cache) and run by
+# TrtRunner.
 
 
 def check_runner(name: str) -> None:
@@ -161,6 +162,8 @@ def run_bench(request: BenchRequest, on_progress: Callable[[str, float], None] |
                 "pattern": manifest["sparsity"].get("pattern"),
                 "cost": manifest["cost"],
                 "accuracy": manifest["model"].get("accuracy"),
+                # False where a pruned model was packaged without fine-tuning (its accuracy says how much it lost).
+                "finetuned": (manifest["model"].get("summary") or {}).get("finetuned"),
                 "reference_check": check_reference(path, manifest, runner, tensorrt=request.runner == "trt"),
                 "model_file_bytes": (path / bundle_mod.MODEL_FILE).stat().st_size,
                 "latency": {},

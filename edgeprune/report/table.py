@@ -64,6 +64,7 @@ class Row:
     throughput_per_s: float | None
     iterations: int | None
     record: str
+    finetuned: bool | None = None
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Row))
@@ -71,6 +72,7 @@ COLUMN_NOTES: dict[str, str] = {
     "params": "parameters (count; the non-zero ones where the record has them, so masks show)",
     "macs": "multiply-accumulates per inference (count, dense layers as built)",
     "accuracy": "accuracy recorded in the bundle manifest (host evaluation)",
+    "finetuned": "false where a pruned model was packaged without fine-tuning after the cut",
     "theoretical_speedup_estimate": THEORETICAL_LABEL + "; " + THEORETICAL_NOTE,
     "measured_speedup": "measured: baseline p50 / variant p50, same run, interleaved",
     "measured_over_theoretical": "measured speedup / theoretical speedup (estimate)",
@@ -133,6 +135,7 @@ def build_rows(records: Sequence[dict[str, Any]]) -> list[Row]:
                     p99_ms=as_float(stats.get("p99_ms")),
                     cov=as_float(stats.get("cov")),
                     unstable=stats["unstable"] if isinstance(stats.get("unstable"), bool) else None,
+                    finetuned=variant["finetuned"] if isinstance(variant.get("finetuned"), bool) else None,
                     throughput_per_s=as_float(stats.get("throughput_per_s")),
                     iterations=iterations if isinstance(iterations, int) else None,
                     record=str(ref.record.get(SOURCE_KEY) or record_title(ref.record, ref.record_index)),
@@ -225,7 +228,7 @@ def display_cells(row: Row, compact: bool = False) -> list[str]:
         row.precision or "—",
         fmt_count(row.params),
         fmt_count(row.macs),
-        fmt_accuracy(row.accuracy),
+        fmt_accuracy(row.accuracy) + (" (not fine-tuned)" if row.finetuned is False else ""),
         str(row.batch),
         p50,
         fmt_num(row.theoretical_speedup_estimate, suffix="×" if compact else "× (est.)"),

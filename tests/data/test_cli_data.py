@@ -80,11 +80,18 @@ def test_without_finetuning_the_summary_says_so_with_the_measured_accuracy(own: 
     assert result.exit_code == 0, result.output
     assert "not fine-tuned" in result.output
     meta = json.loads((out / "model.json").read_text())
-    assert meta["accuracy"] is not None and "finetune" not in meta
+    assert meta["accuracy"] is not None and meta["finetuned"] is False and "finetune" not in meta
     bundle = own["root"] / "raw-bundle"
     result = runner.invoke(app, ["package", str(out), "--out", str(bundle)])
     assert result.exit_code == 0, result.output
     assert json.loads((bundle / "manifest.json").read_text())["model"]["summary"]["finetuned"] is False
+    record = own["root"] / "raw.json"
+    args = ["bench", str(bundle), "--batch-sizes", "1", "--min-duration-s", "0.05", "--min-iterations", "5"]
+    assert runner.invoke(app, [*args, "--no-power", "--json", str(record)]).exit_code == 0
+    result = runner.invoke(app, ["report", str(record), "--out", str(own["root"] / "raw-report")])
+    assert result.exit_code == 0, result.output
+    assert "(not fine-tuned)" in result.output  # the report's table says so beside the accuracy
+    assert "not fine-tuned" in (own["root"] / "raw-report" / "report.html").read_text()
 
 
 def test_without_data_accuracy_is_null_with_the_reason(own: dict[str, Path]) -> None:
