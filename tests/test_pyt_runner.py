@@ -11,6 +11,7 @@ from edgeprune.device.measure import MeasureConfig, measure
 from edgeprune.device.runners.pyt import PytRunner
 from edgeprune.errors import RunnerError
 from edgeprune.models.digits import INPUT_SHAPE, digits_resnet
+from edgeprune.models.spec import module_and_shape
 from edgeprune.prune.api import PruneRequest, prune_model
 from edgeprune.prune.plan import save_pruned
 
@@ -20,7 +21,7 @@ def test_cpu_runner_on_a_pruned_folder(tmp_path) -> None:
     pruned, plan, _ = prune_model(digits_resnet().eval(), INPUT_SHAPE, PruneRequest("channel", sparsity=0.25))
     folder = save_pruned(tmp_path / "m", pruned, plan, {"source": "digits-resnet", "input_shape": list(INPUT_SHAPE)})
     x = np.random.default_rng(0).standard_normal((3, *INPUT_SHAPE)).astype(np.float32)
-    with PytRunner(folder) as runner:
+    with PytRunner(folder, loader=module_and_shape) as runner:
         got = runner.infer({"input": x})["logits"]
         stats = measure(runner, {"input": x}, 3, MeasureConfig(warmup_s=0.01, min_iterations=5, min_duration_s=0.01))
     np.testing.assert_allclose(got, pruned(torch.from_numpy(x)).detach().numpy(), atol=1e-5)

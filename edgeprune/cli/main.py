@@ -261,7 +261,7 @@ app.command(name="package")(package_cmd.package)
 
 def _mount_agent() -> None:
     try:
-        from edgeprune.cli.agent import app as agent_app
+        from edgeprune.device.agent.cli import app as agent_app
     except ImportError:  # the device extra is missing: the rest of the CLI still works
         return
     app.add_typer(agent_app, name="agent", help="The on-device measurement service.")

@@ -186,7 +186,7 @@ def load_image(path: Path, channels: int, height: int, width: int) -> np.ndarray
         array = np.asarray(img, dtype=np.float32) / 255.0
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     if array.shape[0] != channels:
-        raise ValueError(f"got {array.shape[0]} channels, need {channels}")
+        raise UsageError(f"got {array.shape[0]} channels, need {channels}")
     return array
 
 
@@ -263,10 +263,10 @@ def load_image_folder(
 def make_digits_calibration(samples: int = DIGITS_SAMPLES, seed: int = DIGITS_SEED) -> tuple[np.ndarray, np.ndarray]:
     """Digits calibration inputs and labels from the *training* split, as ``digits-resnet`` sees them.
 
-    Uses :func:`edgeprune.models.digits.load_digits_data`, so upsampling and normalization are
+    Uses :func:`edgeprune.data.digits.load_digits_data`, so upsampling and normalization are
     exactly the model's; the test split is never touched, so accuracy measured on it stays honest.
     """
-    from edgeprune.models.digits import load_digits_data
+    from edgeprune.data.digits import load_digits_data
 
     data = load_digits_data()
     x, y = data.x_train.numpy(), data.y_train.numpy()

@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-N, M = 2, 4
+from edgeprune.nm import M, nm_violations
+
 RULE = (
     "TensorRT 2:4: Conv weights along axis 1 (input channels), Gemm/MatMul along the reduction axis; "
     "axes not a multiple of 4 skipped; weights found through Q/DQ, Cast and Transpose"
@@ -75,19 +76,6 @@ class LayerEligibility:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
-
-
-def nm_violations(weight: np.ndarray, axis: int, n: int = N, m: int = M) -> tuple[int, int]:
-    """Count runs of ``m`` consecutive values along ``axis`` and those with more than ``n`` non-zeros.
-
-    Raises:
-        ValueError: the axis length is not a multiple of ``m``.
-    """
-    if weight.shape[axis] % m:
-        raise ValueError(f"axis {axis} has length {weight.shape[axis]}, not a multiple of {m}")
-    nonzero = np.moveaxis(weight != 0, axis, -1)
-    runs = nonzero.reshape(*nonzero.shape[:-1], nonzero.shape[-1] // m, m).sum(-1)
-    return int(runs.size), int((runs > n).sum())
 
 
 def module_path(node_name: str, modules: Iterable[str] = ()) -> str | None:

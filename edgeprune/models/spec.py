@@ -164,6 +164,12 @@ def load_model(spec: str, weights: Path | None = None, input_shape: tuple[int, .
     return LoadedModel(model, shape, spec, {"source": spec, "input_shape": list(shape)})
 
 
+def module_and_shape(spec: str) -> tuple[nn.Module, tuple[int, ...]]:
+    """A spec or pruned folder as (module, input shape): the loader the PyTorch runner is given."""
+    loaded = load_model(spec)
+    return loaded.model, loaded.input_shape
+
+
 def default_data(loaded: LoadedModel) -> str | None:
     """The data spec to use when none is given: what a pruned folder was made with, else a built-in's own."""
     recorded = loaded.meta.get("data")

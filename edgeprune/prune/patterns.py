@@ -16,6 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from edgeprune.errors import UsageError
+from edgeprune.nm import follows_nm, nm_violations
+from edgeprune.vocab import MASK_PATTERNS
+
 
 @dataclass(frozen=True)
 class MaskReport:
@@ -57,13 +61,13 @@ def nm_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
     """Keep the N largest of every M consecutive input channels, per output channel and position.
 
     Raises:
-        ValueError: the weight is not eligible (see :func:`nm_eligible`), or n > m.
+        UsageError: the weight is not eligible (see :func:`nm_eligible`), or n > m.
     """
     if not 0 < n <= m:
-        raise ValueError(f"N:M needs 0 < N <= M, got {n}:{m}")
+        raise UsageError(f"N:M needs 0 < N <= M, got {n}:{m}")
     reason = nm_eligible(weight, m)
     if reason:
-        raise ValueError(reason)
+        raise UsageError(reason)
     # Move input channels last and split them into runs of M: [..., C/M, M].
     w = weight.detach().abs().movedim(1, -1)
     runs = w.reshape(*w.shape[:-1], w.shape[-1] // m, m)
@@ -76,9 +80,7 @@ def check_nm(weight: torch.Tensor, n: int = 2, m: int = 4) -> bool:
     """True if the weight obeys the N:M rule along dim 1 (the TensorRT 2:4 check)."""
     if nm_eligible(weight, m):
         return False
-    w = (weight.detach() != 0).movedim(1, -1)
-    runs = w.reshape(*w.shape[:-1], w.shape[-1] // m, m)
-    return bool((runs.sum(-1) <= n).all())
+    return follows_nm((weight.detach() != 0).cpu().numpy(), n, m)
 
 
 def make_masks(
@@ -124,7 +126,7 @@ def make_masks(
                 reports.append(MaskReport(path, pattern, 0.0, why))
                 continue
         elif pattern not in MASK_PATTERNS:
-            raise ValueError(f"unknown mask pattern {pattern!r}")
+            raise UsageError(f"unknown mask pattern {pattern!r}")
         masks[path] = layer_mask(weight, pattern, sparsity, n=n, m=m, block=block, banks=banks, bank_size=bank_size)
         reports.append(MaskReport(path, pattern, 1.0 - masks[path].float().mean().item()))
     return masks, reports
@@ -148,7 +150,6 @@ def make_masks(
 # fine-grained there, exactly as they do for a 1x1 convolution.
 # ---------------------------------------------------------------------------------------------
 
-MASK_PATTERNS = ("unstructured", "nm", "vector", "kernel", "block", "bank")
 DEFAULT_BANKS = 4
 DEFAULT_BLOCK = 4
 
@@ -206,7 +207,7 @@ def block_mask(weight: torch.Tensor, sparsity: float, block: int = DEFAULT_BLOCK
     mean rather than the sum keeps them comparable with full tiles.
     """
     if block < 1:
-        raise ValueError(f"block size must be positive, got {block}")
+        raise UsageError(f"block size must be positive, got {block}")
     g = gemm_view(weight.detach()).abs()
     rows, cols = g.shape
     pad_r, pad_c = (-rows) % block, (-cols) % block
@@ -227,18 +228,18 @@ def resolve_bank_size(row_length: int, banks: int | None = None, bank_size: int 
         ValueError: both or neither-valid parameters, or a row that does not split evenly.
     """
     if banks is not None and bank_size is not None:
-        raise ValueError("give the bank count or the bank size, not both")
+        raise UsageError("give the bank count or the bank size, not both")
     if bank_size is None:
         count = DEFAULT_BANKS if banks is None else banks
         if count < 1:
-            raise ValueError(f"bank count must be positive, got {count}")
+            raise UsageError(f"bank count must be positive, got {count}")
         if row_length % count:
-            raise ValueError(f"a row of {row_length} weights does not split into {count} equal banks")
+            raise UsageError(f"a row of {row_length} weights does not split into {count} equal banks")
         return row_length // count
     if bank_size < 1:
-        raise ValueError(f"bank size must be positive, got {bank_size}")
+        raise UsageError(f"bank size must be positive, got {bank_size}")
     if row_length % bank_size:
-        raise ValueError(f"a row of {row_length} weights does not split into banks of {bank_size}")
+        raise UsageError(f"a row of {row_length} weights does not split into banks of {bank_size}")
     return bank_size
 
 
@@ -281,20 +282,6 @@ def bank_counts(weight: torch.Tensor, banks: int | None = None, bank_size: int |
     return g.reshape(g.shape[0], g.shape[1] // size, size).sum(-1)
 
 
-def nm_violations(weight: torch.Tensor, n: int = 2, m: int = 4) -> tuple[int, int]:
-    """(runs holding more than N non-zeros, all runs) along the input-channel axis.
-
-    Raises:
-        ValueError: the weight cannot carry the pattern (see :func:`nm_eligible`).
-    """
-    reason = nm_eligible(weight, m)
-    if reason:
-        raise ValueError(reason)
-    w = (weight.detach() != 0).movedim(1, -1)
-    runs = w.reshape(*w.shape[:-1], w.shape[-1] // m, m).sum(-1)
-    return int((runs > n).sum()), int(runs.numel())
-
-
 @dataclass(frozen=True)
 class NMCheck:
     """Whether one layer obeys the N:M rule that TensorRT's sparse kernels require.
@@ -332,7 +319,7 @@ def validate_nm(model: nn.Module, n: int = 2, m: int = 4, ignore: frozenset[str]
         if why:
             checks.append(NMCheck(path, False, why))
             continue
-        bad, total = nm_violations(weight, n, m)
+        total, bad = nm_violations((weight.detach() != 0).cpu().numpy(), 1, n, m)
         reason = None if bad == 0 else f"{bad} of {total} runs of {m} hold more than {n} non-zeros"
         checks.append(NMCheck(path, bad == 0, reason, bad, total))
     return checks
@@ -366,4 +353,4 @@ def layer_mask(
         return block_mask(weight, sparsity, block)
     if pattern == "bank":
         return bank_balanced_mask(weight, sparsity, banks, bank_size)
-    raise ValueError(f"unknown mask pattern {pattern!r}: choose one of {', '.join(MASK_PATTERNS)}")
+    raise UsageError(f"unknown mask pattern {pattern!r}: choose one of {', '.join(MASK_PATTERNS)}")

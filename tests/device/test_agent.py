@@ -23,14 +23,12 @@ from typer.testing import CliRunner
 
 from edgeprune.bundle import pack_bundle
 from edgeprune.device.agent import app as app_module
-from edgeprune.device.agent.app import MeasureSettings
 from edgeprune.device.agent.config import (
     TOKEN_ENV,
     AgentConfig,
     build_config,
     load_config_file,
     load_token,
-    parse_flat_toml,
 )
 from edgeprune.device.agent.jobs import RESTARTED_REASON
 from edgeprune.device.agent.store import Store
@@ -377,11 +375,29 @@ def test_job_options_mirror_bench_request() -> None:
     assert body["batch_sizes"] == list(defaults["batch_sizes"])
 
 
-def test_measure_settings_mirror_measure_config() -> None:
-    """The agent restates MeasureConfig (to keep numpy out of its process); they must agree."""
-    ours = MeasureSettings().model_dump()
-    theirs = {f.name: getattr(MeasureConfig(), f.name) for f in fields(MeasureConfig)}
-    assert ours == theirs
+@pytest.mark.parametrize(
+    "config, field",
+    [
+        ({"min_duration_s": 0}, "min_duration_s"),
+        ({"min_duration_s": -1}, "min_duration_s"),
+        ({"min_iterations": 0}, "min_iterations"),
+        ({"warmup_s": -0.1}, "warmup_s"),
+        ({"chunk": 1.5}, "chunk"),
+        ({"max_duration_s": 1e9}, "max_duration_s"),
+        ({"bogus": 1}, "bogus"),
+    ],
+)
+def test_one_settings_type_refuses_the_same_values_everywhere(
+    agent_client: Callable[..., Any], auth: dict[str, str], config: dict[str, Any], field: str
+) -> None:
+    """The CLI, the client and the agent share MeasureConfig: a bad value is refused by each, before any work."""
+    from edgeprune.device.client import measure_settings
+
+    client = agent_client()
+    with pytest.raises(UsageError, match=field):
+        measure_settings(config)
+    answer = client.post("/v1/jobs", headers=auth, json={"bundles": ["c" * 64], "config": config})
+    assert answer.status_code == 422 and field in answer.text
 
 
 # -- store ---------------------------------------------------------------------------------------
@@ -469,32 +485,24 @@ def test_config_file_and_options_merge(tmp_path: Path) -> None:
         load_config_file(conf)
 
 
-def test_config_file_is_read_without_tomllib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(__import__("sys").modules, "tomllib", None)  # as on Python 3.10
-    conf = tmp_path / "agent.toml"
-    conf.write_text('port = 9001  # comment\nstore = "/x"\n')
-    assert load_config_file(conf) == {"port": 9001, "store": "/x"}
+def test_python_310_reads_the_config_with_tomli() -> None:
+    """The standard library has tomllib from 3.11; JetPack 6's Python 3.10 gets the same parser as tomli."""
+    text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert "tomli>=2; python_version < '3.11'" in text
 
 
-def test_flat_toml_fallback_reads_what_tomllib_reads() -> None:
-    """Python 3.10 (JetPack 6) has no tomllib; the agent's own reader must agree on its subset."""
-    import tomllib
-
-    text = (Path(__file__).resolve().parents[2] / "device" / "agent.example.toml").read_text()
-    text += (
-        '\nworker_command = ["nice", "-n", "5", \'/opt/py # not a comment\', "a,b"]  # trailing\n'
-        'a_float = 1_800.5\nan_int = 9_000\nflag = true\nescaped = "say \\"hi\\" # still text"\n'
-    )
-    assert parse_flat_toml(text) == tomllib.loads(text)
-    for bad in ("[table]\n", "key\n", "key = {a = 1}\n", "key = \n", "port = 1\nport = 2\n"):
-        with pytest.raises(UsageError, match="line [12]"):
-            parse_flat_toml(bad)
+def test_a_config_file_that_is_not_toml_is_one_line(tmp_path: Path) -> None:
+    conf = tmp_path / "bad.toml"
+    for bad in ("[table\n", "key\n", "port = 1\nport = 2\n"):
+        conf.write_text(bad)
+        with pytest.raises(UsageError, match="is not valid TOML"):
+            load_config_file(conf)
 
 
 def test_cli_serve_turns_errors_into_one_red_line(
     tmp_path: Path, token_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from edgeprune.cli.agent import app
+    from edgeprune.device.agent.cli import app
 
     monkeypatch.delenv(TOKEN_ENV, raising=False)
     runner = CliRunner()
@@ -528,7 +536,7 @@ def test_job_request_is_kept_verbatim_for_the_record(
     listed = client.get("/v1/jobs", headers=auth).json()["jobs"]
     assert listed[0]["id"] == job["id"]
     assert listed[0]["request"]["batch_sizes"] == [3]
-    assert listed[0]["request"]["config"] == MeasureSettings().model_dump()
+    assert listed[0]["request"]["config"] == MeasureConfig().to_dict()
     json.dumps(listed)  # the public view is plain JSON
 
 

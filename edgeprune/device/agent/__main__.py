@@ -4,7 +4,7 @@ Useful where the ``edgeprune`` console script is not on PATH (a bare venv, a con
 point), and for tests that start the real server in a subprocess.
 """
 
-from edgeprune.cli.agent import serve_app
+from edgeprune.device.agent.cli import serve_app
 
 if __name__ == "__main__":
     serve_app(prog_name="python -m edgeprune.device.agent")

@@ -1,7 +1,9 @@
-"""``edgeprune agent ...``: the on-device measurement service.
+"""``edgeprune agent ...``: the on-device measurement service's command line.
 
-Mounted by the main CLI as ``app.add_typer(agent.app, name="agent")``. Heavy imports (FastAPI,
-uvicorn, psutil) happen inside the command, so ``edgeprune --help`` stays fast on a host.
+It lives on the device side (no host package imported) so that ``python -m edgeprune.device.agent``
+runs on a board with the device extra only; the host CLI mounts the same app as
+``edgeprune agent``. Heavy imports (FastAPI, uvicorn, psutil) happen inside the command, so
+``edgeprune --help`` stays fast on a host.
 """
 
 # No `from __future__ import annotations`: typer reads the annotations at run time.

@@ -12,7 +12,7 @@ torch is imported inside the methods, so this module imports on a device without
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ class PytRunner(Runner):
     """Runs a model spec or pruned-model folder with PyTorch.
 
     Args:
-        model: anything :func:`edgeprune.models.spec.load_model` accepts, or an ``nn.Module``.
+        model: an ``nn.Module``, or a model spec or pruned-model folder that ``loader`` resolves.
         device: ``cpu`` or ``cuda``.
         dtype: ``float32``, or ``float16``/``bfloat16`` (the semi-structured kernels need a half type).
         semi_structured: convert eligible 2:4 ``nn.Linear`` weights to sparse semi-structured tensors.
@@ -33,6 +33,9 @@ class PytRunner(Runner):
         cuda_graphs: replay the forward as a CUDA graph captured once per input shape. Small models
             at small batches are bound by kernel launches, not by arithmetic; a graph removes the
             launches, so the figures with and without it bracket what the GPU itself can do.
+        loader: ``loader(spec) -> (module, input_shape)`` for a ``model`` given by name; the host
+            passes :func:`edgeprune.models.spec.module_and_shape`. Injected, not imported, so the
+            device package never imports the host's model code.
     """
 
     def __init__(
@@ -43,10 +46,12 @@ class PytRunner(Runner):
         semi_structured: bool = False,
         input_shape: tuple[int, ...] | None = None,
         cuda_graphs: bool = False,
+        loader: Callable[[str], tuple[Any, tuple[int, ...]]] | None = None,
     ) -> None:
         super().__init__("pyt")
         self.source, self.device, self.dtype = model, device, dtype
         self.input_shape = input_shape
+        self.loader = loader
         self.settings = {
             "device": device,
             "dtype": dtype,
@@ -76,10 +81,12 @@ class PytRunner(Runner):
             if self.input_shape is None:
                 raise RunnerError("pyt: pass input_shape when giving an nn.Module")
         else:
-            from edgeprune.models.spec import load_model
-
-            loaded = load_model(str(self.source))
-            model, self.input_shape = loaded.model, loaded.input_shape
+            if self.loader is None:
+                raise RunnerError(
+                    "pyt: a model given by name needs a loader (edgeprune.models.spec.module_and_shape), "
+                    "or pass the nn.Module itself"
+                )
+            model, self.input_shape = self.loader(str(self.source))
         dtype = getattr(torch, self.dtype)
         self._model = model.eval().to(device=self.device, dtype=dtype)
         self.settings["torch_version"] = torch.__version__
@@ -91,7 +98,7 @@ class PytRunner(Runner):
 
     def _to_semi_structured(self) -> None:
         torch = self._torch
-        from edgeprune.prune.patterns import check_nm
+        from edgeprune.nm import follows_nm
 
         if not self.device.startswith("cuda") or torch.cuda.get_device_capability()[0] < 8:
             raise RunnerError("pyt: semi-structured 2:4 needs an Ampere-or-newer CUDA GPU")
@@ -104,7 +111,7 @@ class PytRunner(Runner):
                 self.left_dense[name] = "convolution (torch converts 2-D weights only)"
             if not isinstance(module, torch.nn.Linear):
                 continue
-            if not check_nm(module.weight, 2, 4):
+            if not follows_nm((module.weight.detach() != 0).cpu().numpy()):
                 self.left_dense[name] = "weights do not follow the 2:4 pattern"
                 continue
             try:
