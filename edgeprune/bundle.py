@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.errors import BundleError
+from edgeprune.vocab import CALIB_METHODS, PRECISIONS
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -66,8 +67,6 @@ OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "created_utc": str,
     "onnx_opset": int,
 }
-PRECISIONS = ("fp32", "fp16", "int8")
-CALIB_METHODS = ("minmax", "entropy", "percentile")
 # Top-level fields of an ONNX ModelProto and their protobuf wire types (0 varint, 2 length-delimited).
 _MODELPROTO_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
 

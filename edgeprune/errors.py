@@ -33,6 +33,37 @@ class RunnerError(EdgepruneError):
     """An inference runner was misused or its backend failed."""
 
 
+class EngineBuildError(RunnerError):
+    """TensorRT could not parse the ONNX or build an engine; the message carries the log's errors."""
+
+
+class AgentError(EdgepruneError):
+    """The agent could not be reached, refused a request, or a job on it failed.
+
+    Attributes:
+        status: the HTTP status the agent answered with, or None if it was not reached at all.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class StoreError(EdgepruneError):
+    """The agent's database cannot be opened or written."""
+
+
+class SensorError(EdgepruneError):
+    """A sensor that was working failed, or returned something that cannot be trusted."""
+
+
+class SensorUnavailable(SensorError):
+    """A sensor does not exist here or cannot be read; the message says why and what to do.
+
+    Measurement code turns this into ``null`` with the message as the reason, never a guess.
+    """
+
+
 class MissingDependencyError(EdgepruneError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 

@@ -24,7 +24,6 @@ from edgeprune.device.agent.config import (
     TOKEN_ENV,
     build_config,
     load_config_file,
-    parse_flat_toml,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,5 +253,7 @@ def test_example_config_loads_and_matches_the_defaults(tmp_path: Path) -> None:
     # The commented-out worker_command is valid once uncommented.
     text = (DEVICE / "agent.example.toml").read_text()
     line = next(ln for ln in text.splitlines() if ln.startswith("# worker_command"))
-    command = parse_flat_toml(line[2:])["worker_command"]
+    import tomllib
+
+    command = tomllib.loads(line[2:])["worker_command"]
     assert command[-2:] == ["-m", "edgeprune.device.agent.worker"]

@@ -35,6 +35,7 @@ from typing import Any
 from edgeprune.analysis.cost import BYTES_PER_ELEMENT, LayerCost, ModelCost
 from edgeprune.analysis.devices import DeviceSpec, get_device
 from edgeprune.errors import UsageError
+from edgeprune.vocab import MASK_PATTERNS, NM_NAMES
 
 OTHER = "(other ops)"
 MIN_SPARSE_CHANNELS = 256
@@ -42,11 +43,10 @@ MAX_2_4_SPEEDUP = 2.0
 # Metadata of 2:4 compressed weights: 2 bits per kept value (Mishra et al. 2021).
 NM_METADATA_BYTES_PER_KEPT = 2 / 8
 
-MASK_PATTERNS = ("unstructured", "vector", "kernel", "block", "bank")
+# Mask patterns other than N:M: no dense-hardware kernel exploits them (only unstructured-sparse ones).
+UNSTRUCTURED_MASKS = tuple(p for p in MASK_PATTERNS if p not in NM_NAMES)
 PATTERN_ALIASES = {
-    "2:4": "nm",
-    "n:m": "nm",
-    "nm": "nm",
+    **{name: "nm" for name in NM_NAMES},
     "dense": "dense",
     "channel": "channel",
     "none": "dense",
@@ -63,7 +63,7 @@ def normalize_pattern(pattern: str | None) -> str:
     key = (pattern or "dense").lower()
     if key in PATTERN_ALIASES:
         return PATTERN_ALIASES[key]
-    if key in MASK_PATTERNS:
+    if key in UNSTRUCTURED_MASKS:
         return key
     raise UsageError(f"unknown sparsity pattern '{pattern}': use dense, channel, unstructured or nm (2:4)")
 
@@ -152,7 +152,7 @@ def sparse_kernel(
                 (f"fewer than {min_sparse_channels} channels: TensorRT picks the dense tactic (assumption)"),
             )
         return min(MAX_2_4_SPEEDUP, 1.0 / max(layer.density, 1e-12)), "2:4 sparse kernel", ""
-    if pattern in MASK_PATTERNS:
+    if pattern in UNSTRUCTURED_MASKS:
         if device.unstructured_sparse_kernels:
             return 1.0 / max(layer.density, 1e-12), f"{pattern} sparse kernel", ""
         return 1.0, "dense kernel", f"no {pattern} sparse kernel in {device.runtime}: zeros are multiplied"

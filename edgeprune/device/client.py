@@ -24,24 +24,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from edgeprune.bundle import pack_bundle
-from edgeprune.errors import EdgepruneError, UsageError
+from edgeprune.device.settings import MeasureConfig
+from edgeprune.errors import AgentError, UsageError
 
 ProgressFn = Callable[[str, float], None]
 TERMINAL_STATES = ("done", "failed")
-# MeasureConfig fields a job may carry; read by name so any object or mapping with them will do.
-MEASURE_FIELDS = ("warmup_s", "min_iterations", "min_duration_s", "chunk", "max_duration_s")
-
-
-class AgentError(EdgepruneError):
-    """The agent could not be reached, refused a request, or a job on it failed.
-
-    Attributes:
-        status: the HTTP status the agent answered with, or None if it was not reached at all.
-    """
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -328,16 +315,17 @@ class _ProgressReader:
         return chunk
 
 
-def measure_settings(config: Any) -> dict[str, Any]:
-    """The job's timing rule from a MeasureConfig, a mapping, or None (the agent's defaults)."""
+def measure_settings(config: MeasureConfig | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The job's timing rule from a MeasureConfig, a mapping of its fields, or None (the agent's defaults).
+
+    A mapping is checked here, as the agent will check it, so a bad value fails before any upload.
+    """
     if config is None:
         return {}
     if isinstance(config, Mapping):
-        unknown = sorted(set(config) - set(MEASURE_FIELDS))
-        if unknown:
-            raise UsageError(f"unknown measurement settings {unknown}; known: {list(MEASURE_FIELDS)}")
+        MeasureConfig.from_dict(dict(config))  # refuse what the agent would refuse; send what was given
         return dict(config)
-    return {name: getattr(config, name) for name in MEASURE_FIELDS if hasattr(config, name)}
+    return config.to_dict()
 
 
 def submit_and_wait(

@@ -48,7 +48,8 @@ from typing import Any
 
 from edgeprune.bundle import MODEL_FILE, PRECISIONS, read_manifest, sha256_file
 from edgeprune.device.trtlog import LayerInfo, SparsityReport, parse_layer_info, parse_sparsity
-from edgeprune.errors import MissingDependencyError, RunnerError, UsageError, missing
+from edgeprune.errors import EngineBuildError, MissingDependencyError, RunnerError, UsageError, missing
+from edgeprune.vocab import NM_NAMES
 
 SUPPORTED_TRT_MAJORS = (10, 11)
 CACHE_KEY_SCHEMA = 1
@@ -59,12 +60,7 @@ BUILD_LOG_FILE = "build.log"
 LAYER_INFO_FILE = "layers.json"
 DEFAULT_WORKSPACE_BYTES = 1 << 30
 # Sparsity patterns in a bundle manifest that ask TensorRT for 2:4 sparse kernels.
-SPARSE_PATTERNS = ("nm", "2:4", "n:m")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class EngineBuildError(RunnerError):
-    """TensorRT could not parse the ONNX or build an engine; the message carries the log's errors."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,7 +166,7 @@ def wants_sparse_weights(manifest: Mapping[str, Any]) -> bool:
     sparsity = manifest.get("sparsity") or {}
     if "trt_sparse_weights" in sparsity:
         return bool(sparsity["trt_sparse_weights"])
-    return str(sparsity.get("pattern", "")).lower() in SPARSE_PATTERNS
+    return str(sparsity.get("pattern", "")).lower() in NM_NAMES
 
 
 def options_for_bundle(

@@ -21,27 +21,11 @@ from typing import Any
 import numpy as np
 
 from edgeprune.device.runners.base import Runner
+from edgeprune.device.settings import MeasureConfig
+
+__all__ = ["LatencyStats", "MeasureConfig", "measure_interleaved", "summarize"]
 
 COV_UNSTABLE = 0.025
-
-
-@dataclass(frozen=True)
-class MeasureConfig:
-    """How long and how often to time.
-
-    Attributes:
-        warmup_s: seconds of untimed iterations before timing (trtexec uses 0.2 s).
-        min_iterations: at least this many timed iterations per runner and batch size.
-        min_duration_s: and at least this many seconds of timed work per runner.
-        chunk: iterations per turn when interleaving runners.
-        max_duration_s: a hard cap per runner so a very slow model cannot hang a run.
-    """
-
-    warmup_s: float = 0.2
-    min_iterations: int = 50
-    min_duration_s: float = 1.0
-    chunk: int = 10
-    max_duration_s: float = 60.0
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from edgeprune.device.sensors import SensorUnavailable
 from edgeprune.device.sensors.jtop import JtopSource
 from edgeprune.device.sensors.nvml import NvmlSource
 from edgeprune.device.sensors.rapl import RaplSource
 from edgeprune.device.sensors.tegrastats import TegrastatsSource
-from edgeprune.errors import UsageError
+from edgeprune.errors import SensorUnavailable, UsageError
 
 DEFAULT_INTERVAL_S = 0.1
 """10 Hz: fast enough to follow inference bursts on the INA3221 rails, cheap enough to ignore."""

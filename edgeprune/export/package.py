@@ -57,6 +57,7 @@ from edgeprune.export.onnx_export import (
 from edgeprune.export.quantize import Int8Config
 from edgeprune.export.sparsity import RULE, check_sparsity
 from edgeprune.train import evaluate
+from edgeprune.vocab import NM_NAMES
 
 REFERENCE_SAMPLES = 8
 FP32_ATOL, FP32_RTOL = 1e-4, 1e-3
@@ -71,7 +72,6 @@ MAX_JUDGE_SAMPLES = 1024
 FP32_MODEL_FILE = "model_fp32.onnx"
 CALIB_FILE = "calib.npz"
 CALIB_MAX_BYTES = 16 << 20
-PATTERNS_2_4 = ("nm", "2:4", "n:m")
 
 Step = Callable[[str, int, int], None]
 
@@ -92,7 +92,7 @@ def layer_sparsity(model: nn.Module, pattern: str, cost: ModelCost, onnx_model: 
             "op": check.op,
             "density": densities.get(check.module or "", check.density),
         }
-        if pattern in PATTERNS_2_4:
+        if pattern in NM_NAMES:
             record.update(
                 {
                     "nm_2_4": check.eligible,
@@ -522,8 +522,8 @@ def _theoretical(base: ModelCost, cost: ModelCost, pattern: str) -> dict[str, An
 
 
 def _sparsity_record(pattern: str, precision: str, layers: list[dict[str, Any]]) -> dict[str, Any]:
-    record: dict[str, Any] = {"pattern": pattern, "layers": layers, "sparse_weights": pattern in PATTERNS_2_4}
-    if pattern in PATTERNS_2_4:
+    record: dict[str, Any] = {"pattern": pattern, "layers": layers, "sparse_weights": pattern in NM_NAMES}
+    if pattern in NM_NAMES:
         eligible = sum(1 for layer in layers if layer.get("nm_2_4"))
         record["trt_sparse_weights"] = eligible > 0
         record["eligible_layers"] = eligible

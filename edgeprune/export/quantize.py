@@ -42,8 +42,8 @@ import numpy as np
 
 from edgeprune.errors import ExportError, UsageError, missing
 from edgeprune.export.onnx_export import first_line, verify_onnx
+from edgeprune.vocab import CALIB_METHODS
 
-CALIB_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_METHOD = "entropy"
 DEFAULT_PERCENTILE = 99.999
 # Entropy and percentile hold every calibrated activation of every sample in memory.

@@ -32,18 +32,13 @@ from torch import nn
 
 from edgeprune.data.task import Task, as_task
 from edgeprune.errors import UsageError
-from edgeprune.prune.patterns import MASK_PATTERNS, make_masks, validate_nm
+from edgeprune.prune.patterns import make_masks, validate_nm
 from edgeprune.prune.plan import PrunePlan
 from edgeprune.prune.structural import ChannelConfig, prune_channels
 from edgeprune.train import TrainConfig, apply_masks, evaluate
 from edgeprune.train import finetune as recover
+from edgeprune.vocab import DATA_CRITERIA, MASK_PATTERNS, PATTERNS, REGULARIZERS, SCHEDULES, SELECTORS
 
-PATTERNS = ("channel", "unstructured", "nm", "vector", "kernel", "block", "bank")
-SCHEDULES = ("oneshot", "gradual")
-SELECTORS = ("lasso", "omp", "l1/2", "magnitude")
-DATA_CRITERIA = ("taylor",)
-"""Channel criteria that score from gradients on calibration batches (taken from the training images)."""
-REGULARIZERS = ("l1", "l2", "l1/2", "group-lasso", "bn-l1")
 # Lambda per penalty when none is given: what gives clear sparsity at a small accuracy cost on
 # digits-resnet in 4 epochs at lr 0.01 (benchmarks/group_lasso.py); other models need their own.
 DEFAULT_STRENGTH = {"l1": 0.05, "l1/2": 0.05, "l2": 0.01, "group-lasso": 6.0, "bn-l1": 30.0}
@@ -322,6 +317,7 @@ def _prune_channels(
             global_ranking=request.global_ranking,
             layer_sparsity=dict(request.layer_sparsity),
             calibration=calibration,
+            loss_fn=data.loss if data is not None else None,
         ),
     )
     summary = {
@@ -426,7 +422,7 @@ def _gradual_channels(
     the unpruned model's after one extra fine-tuning round is withdrawn and the schedule stops.
     """
     from edgeprune.prune.plan import compose_structural
-    from edgeprune.prune.schedule import cubic_schedule
+    from edgeprune.prune.schedule import cubic_schedule, floor, withdraw_rule
 
     assert request.sparsity is not None
     targets = cubic_schedule(request.sparsity, request.steps)
@@ -482,18 +478,23 @@ def _gradual_channels(
             "accuracy": acc,
             "accepted": True,
         }
-        floor = None if request.tolerance is None or reference is None else reference - request.tolerance
-        if floor is not None and acc is not None and acc < floor:
-            finetune(candidate, step, 1)
-            acc = record["accuracy"] = accuracy(candidate)
-            if acc is not None and acc < floor:
-                record["accepted"] = False
-                history.append(record)
-                withdrawn = (
-                    f"step {step} withdrawn: accuracy {acc:.1%} stayed below {floor:.1%} after an extra "
-                    f"fine-tuning round; the model of step {step - 1} is kept and the schedule stops"
-                )
-                break
+        lowest = floor(reference, request.tolerance)
+
+        def recover(round_: int, candidate: nn.Module = candidate, step: int = step) -> float | None:
+            finetune(candidate, step, round_)
+            return accuracy(candidate)
+
+        verdict = withdraw_rule(acc, lowest, recover)
+        record["accuracy"] = verdict.accuracy
+        if not verdict.accepted:
+            assert lowest is not None and verdict.accuracy is not None
+            record["accepted"] = False
+            history.append(record)
+            withdrawn = (
+                f"step {step} withdrawn: accuracy {verdict.accuracy:.1%} stayed below {lowest:.1%} after an "
+                f"extra fine-tuning round; the model of step {step - 1} is kept and the schedule stops"
+            )
+            break
         history.append(record)
         if original_channels is None:
             original_channels, macs_before = size, result.macs_before

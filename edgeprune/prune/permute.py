@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeprune.errors import PruneError
+from edgeprune.errors import PruneError, UsageError
 from edgeprune.prune.graph import Group, Place, build_groups
 from edgeprune.prune.patterns import nm_eligible, nm_mask, prunable_layers
 
@@ -130,10 +130,10 @@ def apply_group_permutation(model: nn.Module, group: Group, order: list[int]) ->
         ValueError: ``order`` is not a permutation, or the group holds a place this cannot reorder.
     """
     if sorted(order) != list(range(group.size)):
-        raise ValueError("order must be a permutation of the group's channels")
+        raise UsageError("order must be a permutation of the group's channels")
     why = permutable(model, group)
     if why:
-        raise ValueError(f"group {group.id} cannot be permuted: {why}")
+        raise UsageError(f"group {group.id} cannot be permuted: {why}")
     modules = dict(model.named_modules())
     for (path, kind), per_channel in _member_places(group).items():
         if kind == "param":

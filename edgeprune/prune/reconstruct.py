@@ -46,8 +46,7 @@ from edgeprune.prune.criteria import get_criterion
 from edgeprune.prune.graph import Group, build_groups
 from edgeprune.prune.regularize import HALF_THRESHOLD_FACTOR
 from edgeprune.prune.surgery import apply_structural, plan_from_groups
-
-SELECTORS = ("lasso", "omp", "l1/2", "magnitude")
+from edgeprune.vocab import SELECTORS
 
 
 # -- solvers -----------------------------------------------------------------------------------

@@ -69,8 +69,8 @@ from edgeprune.prune.graph import Group, build_groups, trace
 from edgeprune.prune.patterns import as_4d, gemm_view, prunable_layers
 from edgeprune.prune.surgery import apply_structural, plan_from_groups
 from edgeprune.train import ProgressFn, TrainConfig, train
+from edgeprune.vocab import REGULARIZERS
 
-REGULARIZERS = ("l1", "l2", "l1/2", "group-lasso", "bn-l1")
 GROUPINGS = ("filter", "channel", "shape", "depth")
 
 

@@ -87,6 +87,37 @@ class ScheduleResult:
         return accepted[-1] if accepted else 0.0
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What the withdraw rule decided about one step."""
+
+    accuracy: float | None
+    rounds: int
+    accepted: bool
+
+
+def floor(reference: float | None, tolerance: float | None) -> float | None:
+    """The lowest accuracy a step may keep: the reference less the tolerance (None: no rule)."""
+    return None if reference is None or tolerance is None else reference - tolerance
+
+
+def withdraw_rule(
+    accuracy: float | None, lowest: float | None, recover: Callable[[int], float | None], rounds: int = 1
+) -> Verdict:
+    """The bank-balanced paper's withdraw rule, the one implementation both gradual schedules use.
+
+    A step whose accuracy is below ``lowest`` gets up to ``rounds`` more fine-tuning rounds
+    (``recover(round)`` trains once more and returns the new accuracy); if it is still below, the
+    step is not accepted and the caller restores the previous step and stops.
+    """
+    done = 0
+    while lowest is not None and accuracy is not None and accuracy < lowest and done < rounds:
+        done += 1
+        accuracy = recover(done)
+    accepted = lowest is None or accuracy is None or accuracy >= lowest
+    return Verdict(accuracy, done, accepted)
+
+
 def gradual_prune(
     model: nn.Module,
     sparsities: list[float],
@@ -132,25 +163,16 @@ def gradual_prune(
         apply_masks(model, step_masks)
         finetune(model, step_masks)
         accuracy = evaluate(model) if evaluate is not None else None
-        rounds = 0
-        while (
-            tolerance is not None
-            and accuracy is not None
-            and reference_accuracy is not None
-            and accuracy < reference_accuracy - tolerance
-            and rounds < recovery_rounds
-        ):
+
+        def recover(round_: int, step_masks: dict[str, torch.Tensor] = step_masks) -> float | None:
             finetune(model, step_masks)
-            assert evaluate is not None
-            accuracy = evaluate(model)
-            rounds += 1
+            return evaluate(model) if evaluate is not None else None
+
+        verdict = withdraw_rule(accuracy, floor(reference_accuracy, tolerance), recover, recovery_rounds)
+        accuracy, rounds = verdict.accuracy, verdict.rounds
         record = {"step": step, "sparsity": sparsity, "accuracy": accuracy, "recovery_rounds": rounds, "accepted": True}
-        if (
-            tolerance is not None
-            and accuracy is not None
-            and reference_accuracy is not None
-            and accuracy < reference_accuracy - tolerance
-        ):
+        if not verdict.accepted:
+            assert accuracy is not None and reference_accuracy is not None and tolerance is not None
             record["accepted"] = False
             result.history.append(record)
             model.load_state_dict(accepted_state)

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeprune.errors import UsageError
+
 
 def to_csr(dense: torch.Tensor) -> torch.Tensor:
     """A 2-D tensor as torch's CSR layout (the 'beta' warning is silenced; the layout is what we test)."""
@@ -73,9 +75,9 @@ class CSRConv2d(nn.Module):
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
         if conv.groups != 1:
-            raise ValueError("CSR convolution supports groups=1 only")
+            raise UsageError("CSR convolution supports groups=1 only")
         if not isinstance(conv.padding, tuple):
-            raise ValueError(f"padding mode {conv.padding!r} is not supported; use explicit padding")
+            raise UsageError(f"padding mode {conv.padding!r} is not supported; use explicit padding")
         self.out_channels = conv.out_channels
         self.kernel_size, self.stride = conv.kernel_size, conv.stride
         self.padding, self.dilation = conv.padding, conv.dilation
@@ -106,7 +108,7 @@ def to_csr_module(module: nn.Module) -> nn.Module:
         return CSRLinear(module)
     if isinstance(module, nn.Conv2d):
         return CSRConv2d(module)
-    raise ValueError(f"no CSR execution for {type(module).__name__}")
+    raise UsageError(f"no CSR execution for {type(module).__name__}")
 
 
 def time_ms(fn: Callable[[], Any], repeats: int = 30, warmup: int = 3, min_time_s: float = 0.05) -> float:

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgeprune.errors import UsageError
 from edgeprune.prune.patterns import as_4d, check_nm, gemm_view, nm_eligible, prunable_layers, resolve_bank_size
 
 FORMATS = ("dense", "csr", "bitmask", "csb", "nm", "vector_csr", "kernel_csr", "block_csr")
@@ -107,7 +108,7 @@ def unit_csr_bytes(weight: torch.Tensor, unit: str, value_bits: int = 32, index_
         padded = torch.nn.functional.pad(g, (0, pad_c, 0, pad_r))
         tiles = padded.reshape(padded.shape[0] // block, block, padded.shape[1] // block, block).sum((1, 3)) > 0
         return _bytes(_unit_csr_bits(tiles, block * block, value_bits, index_bits))
-    raise ValueError(f"unknown unit {unit!r}: vector, kernel or block")
+    raise UsageError(f"unknown unit {unit!r}: vector, kernel or block")
 
 
 def layer_storage(

@@ -30,7 +30,8 @@ from edgeprune.bundle import pack_bundle
 from edgeprune.device.agent.app import create_app
 from edgeprune.device.agent.config import AgentConfig
 from edgeprune.device.agent.jobs import RESTARTED_REASON, STOPPED_REASON
-from edgeprune.device.agent.store import Store, StoreError
+from edgeprune.device.agent.store import Store
+from edgeprune.errors import StoreError
 
 SLOW_CONFIG = {"warmup_s": 0.0, "min_iterations": 1, "min_duration_s": 5.0, "max_duration_s": 5.0}
 

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from edgeprune.device.power import PowerSource
-from edgeprune.device.sensors import SensorError, SensorUnavailable
 from edgeprune.device.sensors.jtop import (
     JtopSource,
     parse_printed_dict,
@@ -21,7 +20,7 @@ from edgeprune.device.sensors.jtop import (
     power_from_stats,
     state_from_stats,
 )
-from edgeprune.errors import MissingDependencyError
+from edgeprune.errors import MissingDependencyError, SensorError, SensorUnavailable
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "device" / "jtop"
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "jtop"

@@ -24,11 +24,10 @@ from edgeprune.device.power import (
     measure_idle,
     no_power,
 )
-from edgeprune.device.sensors import SensorError, SensorUnavailable
 from edgeprune.device.sensors.nvml import NvmlSource
 from edgeprune.device.sensors.rapl import RaplSource
 from edgeprune.device.sensors.tegrastats import TegrastatsSource
-from edgeprune.errors import MissingDependencyError, UsageError
+from edgeprune.errors import MissingDependencyError, SensorError, SensorUnavailable, UsageError
 
 
 class ConstantSource:

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from edgeprune.device.power import PowerSampler
-from edgeprune.device.sensors import SensorError, SensorUnavailable
 from edgeprune.device.sensors.tegrastats import (
     TegrastatsSample,
     TegrastatsSource,
     parse_line,
     parse_lines,
 )
+from edgeprune.errors import SensorError, SensorUnavailable
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "device" / "tegrastats"
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "tegrastats"

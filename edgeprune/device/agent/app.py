@@ -47,8 +47,9 @@ from edgeprune.bundle import unpack_bundle
 from edgeprune.device import provenance
 from edgeprune.device.agent.config import AgentConfig
 from edgeprune.device.agent.jobs import JobRunner
-from edgeprune.device.agent.store import Store, StoreError, StoreLock
-from edgeprune.errors import BundleError, EdgepruneError, UsageError
+from edgeprune.device.agent.store import Store, StoreLock
+from edgeprune.device.settings import MeasureConfig
+from edgeprune.errors import BundleError, EdgepruneError, StoreError, UsageError
 
 log = logging.getLogger("edgeprune.agent")
 
@@ -64,21 +65,6 @@ BundleId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 JobId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
 
 
-class MeasureSettings(BaseModel):
-    """The job's timing rule; the fields and defaults of :class:`edgeprune.device.measure.MeasureConfig`.
-
-    Restated here rather than imported, because importing ``measure`` loads numpy into the agent.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    warmup_s: float = Field(default=0.2, ge=0, le=600)
-    min_iterations: int = Field(default=50, ge=1, le=10_000_000)
-    min_duration_s: float = Field(default=1.0, ge=0, le=3600)
-    chunk: int = Field(default=10, ge=1, le=100_000)
-    max_duration_s: float = Field(default=60.0, gt=0, le=3600)
-
-
 class JobBody(BaseModel):
     """A measurement request: bundles by id (upload them first), batch sizes, timing rule."""
 
@@ -89,7 +75,7 @@ class JobBody(BaseModel):
     batch_sizes: list[Annotated[int, Field(ge=1, le=65536)]] = Field(
         default_factory=lambda: [1], min_length=1, max_length=32
     )
-    config: MeasureSettings = Field(default_factory=MeasureSettings)
+    config: MeasureConfig = Field(default_factory=MeasureConfig)
     timeout_s: float | None = Field(default=None, gt=0)
     # The rest of edgeprune.device.bench.BenchRequest, with its defaults (a test keeps them equal).
     intra_op_threads: int = Field(default=0, ge=0, le=1024)

@@ -8,7 +8,6 @@ that it never lands in a log line or a traceback.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import stat
@@ -184,89 +183,18 @@ def load_config_file(path: Path) -> dict[str, Any]:
         raise UsageError(f"config file {path} does not exist") from err
     except (OSError, UnicodeDecodeError) as err:
         raise UsageError(f"cannot read config file {path}: {err}") from err
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # Python 3.10 (JetPack 6): the flat subset the agent needs
-        data = parse_flat_toml(text, str(path))
-    else:
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as err:
-            raise UsageError(f"config file {path} is not valid TOML: {err}") from err
+    else:  # Python 3.10 (JetPack 6): the same parser, as a package
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise UsageError(f"config file {path} is not valid TOML: {err}") from err
     unknown = sorted(set(data) - _FILE_KEYS)
     if unknown:
         raise UsageError(f"config file {path} has unknown keys {unknown}; known: {sorted(_FILE_KEYS)}")
     return data
-
-
-def parse_flat_toml(text: str, source: str = "config") -> dict[str, Any]:
-    """Parse the flat TOML the agent config uses: ``key = value`` lines, comments, no tables.
-
-    Values may be basic ("...") or literal ('...') strings, integers, floats, booleans, or
-    one-line arrays of those. Used where the standard library has no ``tomllib`` (Python 3.10,
-    the Python of JetPack 6), so the agent needs no extra dependency there.
-
-    Raises:
-        UsageError: naming the line that is outside this subset.
-    """
-    data: dict[str, Any] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = _strip_comment(raw).strip()
-        if not line:
-            continue
-        key, sep, value = line.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key.replace("_", "").replace("-", "").isalnum() or not value:
-            raise UsageError(f"{source}, line {number}: expected `key = value` (tables are not supported)")
-        if key in data:
-            raise UsageError(f"{source}, line {number}: {key} is set twice")
-        try:
-            data[key] = _toml_value(value)
-        except ValueError as err:
-            raise UsageError(f"{source}, line {number}: cannot read the value {value!r}") from err
-    return data
-
-
-def _strip_comment(line: str) -> str:
-    quote = ""
-    for i, char in enumerate(line):
-        if quote:
-            if char == quote and not (quote == '"' and line[i - 1] == "\\"):
-                quote = ""
-        elif char in "\"'":
-            quote = char
-        elif char == "#":
-            return line[:i]
-    return line
-
-
-def _toml_value(value: str) -> Any:
-    if value.startswith("'") and value.endswith("'") and len(value) >= 2:
-        return value[1:-1]
-    if value.startswith("[") and value.endswith("]"):
-        inner = value[1:-1].strip().rstrip(",")
-        return [_toml_value(item.strip()) for item in _split_items(inner)] if inner else []
-    if value in ("true", "false"):
-        return value == "true"
-    parsed = json.loads(value.replace("_", "") if value[:1].isdigit() or value[:1] in "+-" else value)
-    if not isinstance(parsed, (str, int, float)):
-        raise ValueError(value)
-    return parsed
-
-
-def _split_items(inner: str) -> list[str]:
-    items, quote, start = [], "", 0
-    for i, char in enumerate(inner):
-        if quote:
-            if char == quote and not (quote == '"' and inner[i - 1] == "\\"):
-                quote = ""
-        elif char in "\"'":
-            quote = char
-        elif char == ",":
-            items.append(inner[start:i])
-            start = i + 1
-    items.append(inner[start:])
-    return items
 
 
 def build_config(

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from edgeprune.errors import EdgepruneError
+from edgeprune.errors import StoreError
 
 SCHEMA_VERSION = 1
 STATES = ("queued", "running", "done", "failed")
@@ -57,10 +57,6 @@ CREATE TABLE IF NOT EXISTS results (
     record      TEXT NOT NULL                -- JSON result record
 );
 """
-
-
-class StoreError(EdgepruneError):
-    """The agent's database cannot be opened or written."""
 
 
 class StoreLock:

@@ -135,14 +135,14 @@ def run_job(job_dir: Path) -> dict[str, Any]:
     from dataclasses import fields
 
     from edgeprune.device.bench import BenchRequest, run_bench
-    from edgeprune.device.measure import MeasureConfig
+    from edgeprune.device.settings import MeasureConfig
 
     known = {f.name for f in fields(BenchRequest)}
     bench_request = BenchRequest(
         bundles=[Path(p) for p in request["bundles"]],
         baseline=Path(request["baseline"]) if request.get("baseline") else None,
         batch_sizes=tuple(int(b) for b in request["batch_sizes"]),
-        config=MeasureConfig(**request["config"]),
+        config=MeasureConfig.from_dict(request["config"]),
         **{key: value for key, value in options.items() if key in known},
     )
     record = run_bench(bench_request, on_progress=progress)

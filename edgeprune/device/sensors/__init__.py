@@ -11,21 +11,6 @@ One module per source, each usable on its own and none importing torch:
   sysfs, thermal zones and throttling hints.
 
 Hardware is always reached through a root path or a text stream, so every reader is tested
-against fake sysfs trees and real recorded output. The errors live here, not in a submodule, so
-that every source can raise them without importing the others.
+against fake sysfs trees and real recorded output. Their errors (``SensorError``,
+``SensorUnavailable``) live in :mod:`edgeprune.errors` with every other error.
 """
-
-from __future__ import annotations
-
-from edgeprune.errors import EdgepruneError
-
-
-class SensorError(EdgepruneError):
-    """A sensor that was working failed, or returned something that cannot be trusted."""
-
-
-class SensorUnavailable(SensorError):
-    """A sensor does not exist here or cannot be read; the message says why and what to do.
-
-    Measurement code turns this into ``null`` with the message as the reason, never a guess.
-    """

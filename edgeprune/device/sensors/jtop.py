@@ -21,8 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgeprune.device.sensors import SensorError, SensorUnavailable
-from edgeprune.errors import missing
+from edgeprune.errors import SensorError, SensorUnavailable, missing
 
 OFFLINE_TEMP_C = -256.0
 

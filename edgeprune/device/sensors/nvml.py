@@ -12,8 +12,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from edgeprune.device.sensors import SensorUnavailable
-from edgeprune.errors import missing
+from edgeprune.errors import SensorUnavailable, missing
 
 NVML_RATE_HZ = 10.0
 """The rate this source is polled at. NVML refreshes power every 20-100 ms on most boards, and on

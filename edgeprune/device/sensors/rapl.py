@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeprune.device.sensors import SensorError, SensorUnavailable
+from edgeprune.errors import SensorError, SensorUnavailable
 
 RAPL_RATE_HZ = 1000.0
 """RAPL counters update about every millisecond; a sampler polls them at its own slower rate."""

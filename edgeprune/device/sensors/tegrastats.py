@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
-from edgeprune.device.sensors import SensorError, SensorUnavailable
+from edgeprune.errors import SensorError, SensorUnavailable
 
 TOTAL_INPUT_RAILS = ("VDD_IN", "POM_5V_IN", "VIN")
 """Rails that measure the whole module's input, in order of preference.
