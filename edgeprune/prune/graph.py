@@ -34,16 +34,16 @@ Example, a residual block (``out = relu(bn2(conv2(relu(bn1(conv1(x))))) + x)``):
 Removing channel 3 of group A removes output 3 of x's producer and of conv2, entry 3 of both
 BatchNorms, and input 3 of conv1 and of every later consumer.
 
-The built-in op handlers live in :mod:`edgeprune.prune.handlers`; :func:`register_handler` adds or
-overrides one.
+The value types (:class:`Layout`, :class:`Group`, ...) live in :mod:`edgeprune.prune.values`; the
+op handlers, in one table, in :mod:`edgeprune.prune.handlers`, where :func:`register_handler` adds
+or overrides one (it is re-exported here, where the graph's error messages point).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,158 +52,33 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from edgeprune.errors import GraphError
+from edgeprune.prune.handlers import HANDLERS, LEAF_MODULES, register_handler
+from edgeprune.prune.values import (
+    Group,
+    Handler,
+    Ids,
+    Layout,
+    Member,
+    ParamRef,
+    Place,
+    Value,
+    describe,
+    free,
+    free_like,
+    module_path,
+)
 
-Ids = np.ndarray
-"""A 1-D int64 array: the channel id of each index of one tensor dimension."""
-
-
-@dataclass(frozen=True)
-class Place:
-    """Where one channel lives in one module.
-
-    Attributes:
-        module: the module path (``layer1.conv2``); for kind ``param``, the parameter's path
-            (``encoder.pos_embedding``).
-        kind: ``out`` (weight dim 0, bias), ``norm`` (affine and running stats, LayerNorm's
-            normalized width), ``in`` (conv weight dim 1, or linear input features), ``dw``
-            (depthwise conv: its groups, inputs and outputs together), or ``param`` (a parameter
-            or buffer used directly in the forward, such as a layer scale or a position embedding).
-        index: the channel's index in that dimension (for ``in``: its first input feature).
-        expand: for ``in``, consecutive features per channel (H*W when a flatten precedes a linear).
-        dim: for ``param``, the parameter dimension the index is in.
-    """
-
-    module: str
-    kind: str
-    index: int
-    expand: int = 1
-    dim: int = 0
-
-
-@dataclass(frozen=True)
-class Member:
-    """A (module, kind) that every channel of a group occupies; for display and criteria."""
-
-    module: str
-    kind: str
-
-
-@dataclass
-class Group:
-    """Coupled channels that are pruned together.
-
-    Each channel of the group is a list of places; every channel of a group has places in the
-    same (module, kind) members, so the group's channels are interchangeable candidates.
-    ``fixed`` says why the group must not be pruned, if it must not.
-
-    Example (the stem of a ResNet, with its identity shortcut)::
-
-        members  = [stem.0.out, stem.1.norm, layer1.conv1.in, layer1.conv2.out, ...]
-        channels = [[Place("stem.0", "out", 0), Place("stem.1", "norm", 0), ...],   # channel 0
-                    [Place("stem.0", "out", 1), ...], ...]
-
-    A "channel" may hold several places of one module: a grouped convolution couples the i-th
-    channel of each of its groups, so one channel of the group is one index in every conv group.
-    """
-
-    id: int
-    members: list[Member]
-    channels: list[list[Place]] = field(default_factory=list)
-    fixed: str | None = None
-
-    @property
-    def size(self) -> int:
-        return len(self.channels)
-
-    @property
-    def producers(self) -> list[Member]:
-        return [m for m in self.members if m.kind in ("out", "dw")]
-
-    def __repr__(self) -> str:
-        names = ", ".join(f"{m.module}.{m.kind}" for m in self.members)
-        return f"Group(id={self.id}, size={self.size}, fixed={self.fixed!r}, members=[{names}])"
-
-
-@dataclass(frozen=True)
-class Layout:
-    """The channel ids of one tensor, per dimension.
-
-    Attributes:
-        dims: for each dimension, the id of each index (a 1-D array as long as the dimension), or
-            None when the dimension carries no prunable channel and its size never changes.
-        shape: the tensor's shape in the example pass.
-    """
-
-    dims: tuple[Ids | None, ...]
-    shape: tuple[int, ...]
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def carried(self) -> list[int]:
-        """The dimensions that carry channel ids."""
-        return [d for d, ids in enumerate(self.dims) if ids is not None]
-
-    def replace(self, dim: int, ids: Ids | None, size: int | None = None) -> Layout:
-        """This layout with dimension ``dim`` replaced (and resized)."""
-        dims = list(self.dims)
-        dims[dim] = ids
-        shape = list(self.shape)
-        if size is not None:
-            shape[dim] = size
-        elif ids is not None:
-            shape[dim] = len(ids)
-        return Layout(tuple(dims), tuple(shape))
-
-
-@dataclass(frozen=True)
-class ParamRef:
-    """A parameter or buffer read directly in the forward (``get_attr``), possibly viewed.
-
-    Its dimensions become channel dimensions lazily, when an op combines it with a tensor whose
-    matching dimension carries channels (``x * self.layer_scale``, ``x + self.pos_embedding``).
-
-    Attributes:
-        path: its path in the model; None for a constant that fx created (it cannot be sliced).
-        shape: the current (viewed) shape.
-        source_dims: for each current dimension, the parameter dimension it shows (None for a
-            dimension a view inserted).
-    """
-
-    path: str | None
-    shape: tuple[int, ...]
-    source_dims: tuple[int | None, ...]
-
-
-@dataclass(frozen=True)
-class SizeOf:
-    """An integer computed from tensor sizes (``C = x.size(1)``, ``H // p``), with where it came from.
-
-    A reshape whose size argument is such a value follows that tensor after pruning, so if the
-    reshaped dimension cannot change, neither may the channels it was read from.
-    """
-
-    sources: tuple[tuple[Layout, int], ...]
-
-
-Value = Layout | ParamRef | SizeOf | tuple[Any, ...] | None
-Handler = Callable[["GraphBuilder", fx.Node], Any]
-# User extension point: module type, function, or method name -> handler returning the node's value.
-HANDLERS: dict[Any, Handler] = {}
-
-
-def register_handler(target: Any, handler: Handler) -> None:
-    """Teach the graph a module type, function or tensor-method name it does not know.
-
-    The handler receives the builder and the node and returns the output :class:`Layout` (or a
-    tuple of them for a tuple result, or None for a non-tensor result). Most handlers are one
-    line: ``builder.layout_of(node.args[0])`` for an op that leaves channels where they are, or
-    ``builder.opaque(node, "why")`` for one whose channels must not change. The builder also
-    offers ``new_channels``, ``consume``, ``add_places``, ``couple`` and ``fix``. A registered
-    module type is traced as a leaf, so its forward is not looked into.
-    """
-    HANDLERS[target] = handler
+__all__ = [
+    "HANDLERS",
+    "GraphBuilder",
+    "Group",
+    "Layout",
+    "Member",
+    "Place",
+    "build_groups",
+    "register_handler",
+    "trace",
+]
 
 
 class GraphBuilder:
@@ -218,8 +93,6 @@ class GraphBuilder:
     """
 
     def __init__(self, gm: fx.GraphModule, ignore: Sequence[str] = (), model: nn.Module | None = None) -> None:
-        from edgeprune.prune import handlers
-
         source = model if model is not None else gm
         self.gm = gm
         self.modules = dict(source.named_modules())
@@ -231,9 +104,6 @@ class GraphBuilder:
         self.fixed: dict[int, str] = {}
         # Ids already registered at a (module, kind, dim): a module called twice shares its channels.
         self.sites: dict[tuple[str, str, int], Ids] = {}
-        self.module_handlers = handlers.MODULE_HANDLERS
-        self.function_handlers = handlers.FUNCTION_HANDLERS
-        self.method_handlers = handlers.METHOD_HANDLERS
         self.node: fx.Node | None = None
 
     # -- channels (a union-find over every channel of every tensor) --------------------------
@@ -488,13 +358,11 @@ class GraphBuilder:
             for cls in type(module).__mro__:
                 if cls in HANDLERS:
                     return HANDLERS[cls]
-                if cls in self.module_handlers:
-                    return self.module_handlers[cls]
             return None
         if node.op == "call_method":
-            return HANDLERS.get(node.target) or self.method_handlers.get(str(node.target))
+            return HANDLERS.get(str(node.target))
         try:
-            return HANDLERS.get(node.target) or self.function_handlers.get(node.target)
+            return HANDLERS.get(node.target)
         except TypeError:  # unhashable target
             return None
 
@@ -513,46 +381,6 @@ class GraphBuilder:
                 group = by_key[key] = Group(len(by_key), members, fixed=reason)
             group.channels.append(places)
         return list(by_key.values())
-
-
-def free(shape: Sequence[int]) -> Layout:
-    """A layout with no prunable channel (every dimension keeps its size)."""
-    return Layout((None,) * len(shape), tuple(int(s) for s in shape))
-
-
-def free_like(node: fx.Node) -> Value:
-    """Unprunable layouts shaped like the node's result (a tuple for tuple results)."""
-    meta = node.meta.get("tensor_meta")
-    if meta is None:
-        return None
-    if hasattr(meta, "shape"):
-        return free(meta.shape)
-    if isinstance(meta, (tuple, list)):
-        return tuple(free(m.shape) if hasattr(m, "shape") else None for m in meta)
-    return None
-
-
-def module_path(node: fx.Node) -> str:
-    """The path of the module a node belongs to ('' for the top level)."""
-    if node.op == "call_module":
-        return str(node.target)
-    stack = node.meta.get("nn_module_stack")
-    if stack:
-        last = list(stack.values())[-1]
-        return str(last[0] if isinstance(last, tuple) else last)
-    return ""
-
-
-def describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
-    """A human name for a node's op: a module type, a function or a tensor method."""
-    if node.op == "call_module":
-        return f"module {type(modules[str(node.target)]).__name__}"
-    if node.op == "call_method":
-        return f"tensor method .{node.target}()"
-    target = node.target
-    name = getattr(target, "__name__", str(target))
-    owner = getattr(target, "__module__", None)
-    return f"function {owner}.{name}" if owner else f"function {name}"
 
 
 def _flatten_args(args: Any) -> list[Any]:
@@ -592,7 +420,7 @@ class _Tracer(fx.Tracer):
         self.leaf_paths = set(leaf_paths)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if module_qualified_name in self.leaf_paths or any(cls in HANDLERS for cls in type(m).__mro__[:-1]):
+        if module_qualified_name in self.leaf_paths or any(cls in LEAF_MODULES for cls in type(m).__mro__[:-1]):
             return True
         for base in _LEAF_BASES:
             if isinstance(m, base) and type(m).forward is base.forward:

@@ -2,7 +2,7 @@
 channel ids from its inputs to its output.
 
 A handler takes the :class:`~edgeprune.prune.graph.GraphBuilder` and the fx node and returns the
-node's value: a :class:`~edgeprune.prune.graph.Layout` for a tensor, a tuple for a tuple result,
+node's value: a :class:`~edgeprune.prune.values.Layout` for a tensor, a tuple for a tuple result,
 None for a non-tensor. The rules, by family:
 
 * producers (conv, linear) consume their input channels and open new output channels; a grouped
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,11 +32,31 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from edgeprune.errors import GraphError
-from edgeprune.prune.graph import GraphBuilder, Handler, Ids, Layout, ParamRef, SizeOf, Value, free, free_like
+from edgeprune.prune.values import Handler, Ids, Layout, ParamRef, SizeOf, Value, free, free_like
 
-MODULE_HANDLERS: dict[type[nn.Module], Handler] = {}
-FUNCTION_HANDLERS: dict[Any, Handler] = {}
-METHOD_HANDLERS: dict[str, Handler] = {}
+if TYPE_CHECKING:  # the builder calls the handlers; they only need its type
+    from edgeprune.prune.graph import GraphBuilder
+
+HANDLERS: dict[Any, Handler] = {}
+"""The one handler table: module type, function, or tensor-method name -> handler. Built-ins are
+registered below; :func:`register_handler` adds or replaces one."""
+LEAF_MODULES: set[type[nn.Module]] = set()
+"""Module types registered by users: traced as leaves, so their forward is not looked into."""
+
+
+def register_handler(target: Any, handler: Handler) -> None:
+    """Teach the graph a module type, function or tensor-method name it does not know.
+
+    The handler receives the builder and the node and returns the output :class:`Layout` (or a
+    tuple of them for a tuple result, or None for a non-tensor result). Most handlers are one
+    line: ``builder.layout_of(node.args[0])`` for an op that leaves channels where they are, or
+    ``builder.opaque(node, "why")`` for one whose channels must not change. The builder also
+    offers ``new_channels``, ``consume``, ``add_places``, ``couple`` and ``fix``. A registered
+    module type is traced as a leaf, so its forward is not looked into.
+    """
+    HANDLERS[target] = handler
+    if isinstance(target, type) and issubclass(target, nn.Module):
+        LEAF_MODULES.add(target)
 
 
 # -- small helpers ------------------------------------------------------------------------------
@@ -96,9 +116,9 @@ def passthrough(b: GraphBuilder, node: fx.Node) -> Value:
     return _fit(b, x, shape, f"{b.where(node)} changes the size of a channel dimension")
 
 
-def _reg(table: dict[Any, Handler], targets: Sequence[Any], handler: Handler) -> None:
+def _reg(targets: Sequence[Any], handler: Handler) -> None:
     for target in targets:
-        table[target] = handler
+        HANDLERS[target] = handler
 
 
 # -- producers ----------------------------------------------------------------------------------
@@ -915,13 +935,11 @@ def param_passthrough(b: GraphBuilder, node: fx.Node) -> Value:
 
 def _register_builtins() -> None:
     _reg(
-        MODULE_HANDLERS,
         [nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d],
         conv,
     )
-    MODULE_HANDLERS[nn.Linear] = linear
+    HANDLERS[nn.Linear] = linear
     _reg(
-        MODULE_HANDLERS,
         [
             nn.BatchNorm1d,
             nn.BatchNorm2d,
@@ -933,19 +951,17 @@ def _register_builtins() -> None:
         ],
         batchnorm,
     )
-    MODULE_HANDLERS[nn.GroupNorm] = groupnorm
-    MODULE_HANDLERS[nn.LayerNorm] = layernorm
-    MODULE_HANDLERS[nn.MultiheadAttention] = multihead_attention
-    MODULE_HANDLERS[nn.Flatten] = flatten_module
-    MODULE_HANDLERS[nn.Unflatten] = unflatten_op
-    MODULE_HANDLERS[nn.ChannelShuffle] = channel_shuffle
+    HANDLERS[nn.GroupNorm] = groupnorm
+    HANDLERS[nn.LayerNorm] = layernorm
+    HANDLERS[nn.MultiheadAttention] = multihead_attention
+    HANDLERS[nn.Flatten] = flatten_module
+    HANDLERS[nn.Unflatten] = unflatten_op
+    HANDLERS[nn.ChannelShuffle] = channel_shuffle
     _reg(
-        MODULE_HANDLERS,
         [nn.PixelShuffle, nn.PixelUnshuffle],
         lambda b, node: b.opaque(node, f"{b.where(node)} moves channels into space"),
     )
     _reg(
-        MODULE_HANDLERS,
         [
             nn.ReLU,
             nn.ReLU6,
@@ -1010,10 +1026,9 @@ def _register_builtins() -> None:
         passthrough,
     )
     # PReLU with one slope per channel holds a parameter per channel: treat as a norm-like place.
-    MODULE_HANDLERS[nn.PReLU] = _prelu
+    HANDLERS[nn.PReLU] = _prelu
 
     _reg(
-        FUNCTION_HANDLERS,
         [
             F.relu,
             F.relu_,
@@ -1089,7 +1104,6 @@ def _register_builtins() -> None:
         passthrough,
     )
     _reg(
-        FUNCTION_HANDLERS,
         [
             operator.add,
             operator.iadd,
@@ -1135,7 +1149,6 @@ def _register_builtins() -> None:
         elementwise,
     )
     _reg(
-        FUNCTION_HANDLERS,
         [
             torch.mean,
             torch.sum,
@@ -1151,30 +1164,29 @@ def _register_builtins() -> None:
         ],
         reduction,
     )
-    _reg(FUNCTION_HANDLERS, [torch.cat, torch.concat, torch.concatenate], cat)
-    FUNCTION_HANDLERS[torch.stack] = stack
-    _reg(FUNCTION_HANDLERS, [torch.split, torch.chunk, torch.tensor_split], split)
-    FUNCTION_HANDLERS[torch.unbind] = unbind
-    FUNCTION_HANDLERS[torch.flatten] = flatten_op
-    FUNCTION_HANDLERS[torch.unflatten] = unflatten_op
-    FUNCTION_HANDLERS[torch.reshape] = reshape_function
-    FUNCTION_HANDLERS[torch.permute] = permute
-    _reg(FUNCTION_HANDLERS, [torch.transpose, torch.swapaxes, torch.swapdims, torch.t], transpose)
-    FUNCTION_HANDLERS[torch.movedim] = movedim
-    FUNCTION_HANDLERS[torch.unsqueeze] = unsqueeze
-    FUNCTION_HANDLERS[torch.squeeze] = squeeze
-    FUNCTION_HANDLERS[operator.getitem] = getitem
-    FUNCTION_HANDLERS[getattr] = builtin_getattr
-    _reg(FUNCTION_HANDLERS, [torch.matmul, operator.matmul, torch.bmm, torch.mm], matmul)
-    FUNCTION_HANDLERS[torch.einsum] = einsum
-    FUNCTION_HANDLERS[F.scaled_dot_product_attention] = attention
-    FUNCTION_HANDLERS[F.layer_norm] = functional_layer_norm
-    FUNCTION_HANDLERS[F.linear] = functional_linear
-    FUNCTION_HANDLERS[F.pad] = pad
-    FUNCTION_HANDLERS[torch._assert] = non_tensor
+    _reg([torch.cat, torch.concat, torch.concatenate], cat)
+    HANDLERS[torch.stack] = stack
+    _reg([torch.split, torch.chunk, torch.tensor_split], split)
+    HANDLERS[torch.unbind] = unbind
+    HANDLERS[torch.flatten] = flatten_op
+    HANDLERS[torch.unflatten] = unflatten_op
+    HANDLERS[torch.reshape] = reshape_function
+    HANDLERS[torch.permute] = permute
+    _reg([torch.transpose, torch.swapaxes, torch.swapdims, torch.t], transpose)
+    HANDLERS[torch.movedim] = movedim
+    HANDLERS[torch.unsqueeze] = unsqueeze
+    HANDLERS[torch.squeeze] = squeeze
+    HANDLERS[operator.getitem] = getitem
+    HANDLERS[getattr] = builtin_getattr
+    _reg([torch.matmul, operator.matmul, torch.bmm, torch.mm], matmul)
+    HANDLERS[torch.einsum] = einsum
+    HANDLERS[F.scaled_dot_product_attention] = attention
+    HANDLERS[F.layer_norm] = functional_layer_norm
+    HANDLERS[F.linear] = functional_linear
+    HANDLERS[F.pad] = pad
+    HANDLERS[torch._assert] = non_tensor
 
     _reg(
-        METHOD_HANDLERS,
         [
             "relu",
             "relu_",
@@ -1209,7 +1221,6 @@ def _register_builtins() -> None:
         passthrough,
     )
     _reg(
-        METHOD_HANDLERS,
         [
             "contiguous",
             "clone",
@@ -1228,7 +1239,6 @@ def _register_builtins() -> None:
         param_passthrough,
     )
     _reg(
-        METHOD_HANDLERS,
         [
             "add",
             "add_",
@@ -1263,30 +1273,28 @@ def _register_builtins() -> None:
         elementwise,
     )
     _reg(
-        METHOD_HANDLERS,
         ["mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp", "prod", "norm"],
         reduction,
     )
-    METHOD_HANDLERS["size"] = size
+    HANDLERS["size"] = size
     _reg(
-        METHOD_HANDLERS,
         ["dim", "numel", "nelement", "element_size", "get_device", "stride", "tolist", "item", "is_contiguous"],
         non_tensor,
     )
-    _reg(METHOD_HANDLERS, ["view", "reshape"], view_method)
-    METHOD_HANDLERS["flatten"] = flatten_op
-    METHOD_HANDLERS["unflatten"] = unflatten_op
-    METHOD_HANDLERS["permute"] = permute
-    _reg(METHOD_HANDLERS, ["transpose", "swapaxes", "swapdims", "t"], transpose)
-    METHOD_HANDLERS["movedim"] = movedim
-    METHOD_HANDLERS["unsqueeze"] = unsqueeze
-    METHOD_HANDLERS["squeeze"] = squeeze
-    _reg(METHOD_HANDLERS, ["expand", "expand_as"], expand)
-    METHOD_HANDLERS["repeat"] = repeat
-    _reg(METHOD_HANDLERS, ["split", "chunk", "tensor_split"], split)
-    METHOD_HANDLERS["unbind"] = unbind
-    _reg(METHOD_HANDLERS, ["matmul", "bmm", "mm"], matmul)
-    _reg(METHOD_HANDLERS, ["new_zeros", "new_ones", "new_empty", "new_full", "new_tensor"], non_tensor)
+    _reg(["view", "reshape"], view_method)
+    HANDLERS["flatten"] = flatten_op
+    HANDLERS["unflatten"] = unflatten_op
+    HANDLERS["permute"] = permute
+    _reg(["transpose", "swapaxes", "swapdims", "t"], transpose)
+    HANDLERS["movedim"] = movedim
+    HANDLERS["unsqueeze"] = unsqueeze
+    HANDLERS["squeeze"] = squeeze
+    _reg(["expand", "expand_as"], expand)
+    HANDLERS["repeat"] = repeat
+    _reg(["split", "chunk", "tensor_split"], split)
+    HANDLERS["unbind"] = unbind
+    _reg(["matmul", "bmm", "mm"], matmul)
+    _reg(["new_zeros", "new_ones", "new_empty", "new_full", "new_tensor"], non_tensor)
     _register_torchvision()
 
 
@@ -1307,10 +1315,10 @@ def _register_torchvision() -> None:
     except ImportError:  # pragma: no cover - torchvision is part of the host extra
         return
     # Stochastic depth drops whole samples or rows; channel-agnostic (identity in eval).
-    FUNCTION_HANDLERS[stochastic_depth_fn] = passthrough
-    FUNCTION_HANDLERS[swin_transformer._patch_merging_pad] = _patch_merging_pad
-    FUNCTION_HANDLERS[swin_transformer._get_relative_position_bias] = non_tensor
-    FUNCTION_HANDLERS[swin_transformer.shifted_window_attention] = lambda b, node: b.opaque(
+    HANDLERS[stochastic_depth_fn] = passthrough
+    HANDLERS[swin_transformer._patch_merging_pad] = _patch_merging_pad
+    HANDLERS[swin_transformer._get_relative_position_bias] = non_tensor
+    HANDLERS[swin_transformer.shifted_window_attention] = lambda b, node: b.opaque(
         node, f"{b.where(node)}: the width of shifted-window attention is tied to its heads"
     )
 
