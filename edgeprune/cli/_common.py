@@ -42,8 +42,13 @@ def user_errors() -> Iterator[None]:
 def progress_steps() -> Iterator[Callable[..., None]]:
     """A rich progress display driven by ``step(label, done, total, note="")`` calls.
 
-    ``note`` is shown after the bar (the running loss and accuracy of a training loop).
+    ``note`` is shown after the bar (the running loss and accuracy of a training loop). Where
+    stderr is not a terminal (a pipe, a CI log) a bar cannot redraw, so each step prints plain
+    lines instead: when it starts and at every quarter, with the note.
     """
+    if not err_console.is_terminal:
+        yield _plain_steps()
+        return
     with Progress(
         TextColumn("{task.description:<34}"),
         BarColumn(),
@@ -63,6 +68,19 @@ def progress_steps() -> Iterator[Callable[..., None]]:
         yield step
         for task in tasks.values():
             progress.update(task, completed=progress.tasks[task].total)
+
+
+def _plain_steps() -> Callable[..., None]:
+    reached: dict[str, int] = {}
+
+    def step(label: str, done: int, total: int, note: str = "") -> None:
+        quarter = 4 * done // max(total, 1)
+        if reached.get(label, -1) >= quarter:
+            return
+        reached[label] = quarter
+        err_console.print(f"{label}: {25 * quarter}%{'  ' + note if note else ''}", highlight=False, soft_wrap=True)
+
+    return step
 
 
 def fmt(value: float | None, spec: str) -> str:
