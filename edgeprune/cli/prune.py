@@ -203,6 +203,7 @@ def prune(
             _sensitivity(loaded, request, task, sensitivity)
         with progress_steps() as step:
             pruned, plan, summary = prune_model(loaded.model, loaded.input_shape, request, task, step)
+            plan = _on_top_of(model, plan)
             if finetune_epochs > 0:
                 finetune(
                     pruned,
@@ -260,6 +261,29 @@ def _parse_nm(text: str) -> tuple[int, int]:
         return int(n_text), int(m_text)
     except ValueError:
         raise fail(f"--nm must look like 2:4, got '{text}'") from None
+
+
+def _on_top_of(model: str, plan: Any) -> Any:
+    """A plan that replays from the original model: a pruned folder's own plan, then this one.
+
+    The folder being written names the original model as its source, so its plan must hold every
+    step since then: channels are composed, masks of both steps kept (and both kept during the
+    fine-tune), so a weight pruned once stays pruned.
+    """
+    from edgeprune.prune.plan import PrunePlan, compose_structural, is_pruned_folder, read_plan
+
+    if not is_pruned_folder(Path(model)):
+        return plan
+    prior = read_plan(Path(model))
+    if prior.masks and plan.structural:
+        raise fail(
+            f"{model} is masked ({prior.pattern}); removing channels would invalidate its masks: prune channels "
+            "first, then apply a mask pattern"
+        )
+    masks = dict(prior.masks)
+    for path, mask in plan.masks.items():
+        masks[path] = mask & masks[path] if path in masks else mask
+    return PrunePlan(plan.pattern, compose_structural(prior.structural, plan.structural), masks)
 
 
 def _describe(preprocessing: dict[str, Any]) -> str:

@@ -125,3 +125,50 @@ def test_bad_data_is_one_line_and_writes_nothing(own: dict[str, Path], extra: li
 def test_a_factory_model_without_input_shape_asks_for_it(tmp_path: Path) -> None:
     result = runner.invoke(app, ["prune", MODEL, "--sparsity", "0.5", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "give --input-shape C,H,W" in result.output
+
+
+@pytest.mark.trains
+@pytest.mark.parametrize(
+    "extra, check",
+    [
+        (["--selector", "omp", "--calib-samples", "64"], lambda s: s["selector"] == "omp"),
+        (["--regularize", "group-lasso", "--reg-epochs", "1"], lambda s: s["regularization"]["kind"] == "group-lasso"),
+        (["--schedule", "gradual", "--steps", "2", "--step-epochs", "1"], lambda s: len(s["schedule"]["history"]) == 2),
+    ],
+)
+def test_every_data_aware_method_works_for_an_own_model(own: dict[str, Path], extra: list[str], check: object) -> None:
+    out = own["root"] / f"m-{extra[1]}"
+    result = _prune(own, out, "--data", f"npz:{own['data']}", *extra)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "model.json").read_text())
+    assert check(meta["summary"]) and meta["accuracy"] is not None  # type: ignore[operator]
+
+
+def test_sensitivity_and_a_pruned_folder_reuse_the_data_it_was_made_with(own: dict[str, Path]) -> None:
+    first = own["root"] / "first"
+    plot = own["root"] / "sens.png"
+    result = _prune(own, first, "--data", f"npz:{own['data']}", "--sensitivity", str(plot))
+    assert result.exit_code == 0, result.output
+    assert plot.is_file() and "| conv+dw |" in plot.with_suffix(".md").read_text()  # the depthwise conv is coupled
+    second = own["root"] / "second"
+    # A pruned folder as MODEL: no --data, no --input-shape; the folder says both.
+    args = ["prune", str(first), "--pattern", "unstructured", "--sparsity", "0.5", "--finetune-epochs", "1"]
+    result = runner.invoke(app, [*args, "--out", str(second)])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((second / "model.json").read_text())
+    assert meta["data"] == f"npz:{own['data']}" and meta["finetuned"] is True and meta["input_shape"] == [1, 8, 8]
+    from edgeprune.models.spec import load_model
+
+    # The folder replays both steps (channels, then masks) from the original model.
+    again = load_model(str(second)).model
+    assert again.pw.out_channels == load_model(str(first)).model.pw.out_channels < 32
+
+
+def test_channels_on_top_of_masks_is_refused_in_one_line(own: dict[str, Path]) -> None:
+    masked = own["root"] / "masked"
+    args = ["prune", MODEL, "--input-shape", SHAPE, "--weights", str(own["weights"]), "--out", str(masked)]
+    assert runner.invoke(app, [*args, "--pattern", "unstructured", "--sparsity", "0.5"]).exit_code == 0
+    out = own["root"] / "never-channels"
+    result = runner.invoke(app, ["prune", str(masked), "--sparsity", "0.5", "--out", str(out)])
+    assert result.exit_code == 2 and "prune channels first, then apply a mask pattern" in result.output
+    assert not out.exists()
