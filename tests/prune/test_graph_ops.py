@@ -13,10 +13,6 @@ pruned model must match it, which checks that the group structure survives surge
 
 from __future__ import annotations
 
-import copy
-from typing import Any
-
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -27,91 +23,8 @@ from torch import nn
 from edgeprune.errors import GraphError, PruneError
 from edgeprune.prune.graph import HANDLERS, Group, build_groups, register_handler
 from edgeprune.prune.structural import ChannelConfig, prune_channels
-from edgeprune.prune.surgery import apply_structural, plan_from_groups
-
-# -- helpers ----------------------------------------------------------------------------------------
-
-
-def randomize_norms(model: nn.Module, seed: int) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-        if isinstance(m, (nn.GroupNorm, nn.LayerNorm)) and m.weight is not None:
-            with torch.no_grad():
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    return model.eval()
-
-
-def zero_channels(model: nn.Module, group: Group, channels: list[int]) -> None:
-    """Kill channels at their producers and norms: every consumer then reads exact zeros."""
-    modules = dict(model.named_modules())
-    with torch.no_grad():
-        for c in channels:
-            for place in group.channels[c]:
-                if place.kind in ("out", "dw", "norm"):
-                    mod = modules[place.module]
-                    for name in ("weight", "bias"):
-                        tensor = getattr(mod, name, None)
-                        if tensor is not None:
-                            tensor[place.index] = 0
-
-
-def norm_oracle(model: nn.Module, plan: list[dict[str, Any]]) -> list[Any]:
-    """Hooks making each pruned GroupNorm / LayerNorm normalize over its kept channels only."""
-    modules = dict(model.named_modules())
-    handles = []
-    for entry in plan:
-        module = modules[entry["module"]]
-        keep = entry.get("out_keep")
-        if keep is None or not isinstance(module, (nn.GroupNorm, nn.LayerNorm)):
-            continue
-        idx = torch.as_tensor(keep)
-
-        def hook(
-            mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, idx: torch.Tensor = idx
-        ) -> torch.Tensor:
-            x = inputs[0]
-            out = torch.zeros_like(output)
-            if isinstance(mod, nn.GroupNorm):
-                groups = len(idx) if mod.num_groups == mod.num_channels else mod.num_groups
-                out[:, idx] = F.group_norm(x[:, idx], groups, mod.weight[idx], mod.bias[idx], mod.eps)
-            else:
-                assert isinstance(mod, nn.LayerNorm)
-                out[..., idx] = F.layer_norm(x[..., idx], (len(idx),), mod.weight[idx], mod.bias[idx], mod.eps)
-            return out
-
-        handles.append(module.register_forward_hook(hook))
-    return handles
-
-
-def check_zero_removal(model: nn.Module, shape: tuple[int, ...], seed: int) -> nn.Module:
-    x = torch.randn(3, *shape, generator=torch.Generator().manual_seed(seed))
-    groups = build_groups(model, x)
-    rng = np.random.default_rng(seed)
-    keep = {}
-    for g in groups:
-        if g.fixed is not None or g.size < 2:
-            continue
-        drop = sorted(rng.choice(g.size, size=max(1, g.size // 3), replace=False).tolist())
-        zero_channels(model, g, drop)
-        keep[g.id] = [i for i in range(g.size) if i not in drop]
-    plan = plan_from_groups(model, groups, keep)
-    pruned = apply_structural(copy.deepcopy(model), plan)
-    handles = norm_oracle(model, plan)
-    try:
-        with torch.no_grad():
-            expected = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    with torch.no_grad():
-        got = pruned(x)
-    assert got.shape == expected.shape
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    return pruned
+from edgeprune.prune.surgery import apply_structural
+from tests.prune import check_zero_removal, randomize_norms
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:

@@ -18,7 +18,7 @@ from torch import nn
 
 from edgeprune.models.spec import build_source
 from edgeprune.prune.structural import ChannelConfig, prune_channels
-from tests.prune.test_graph_ops import check_zero_removal
+from tests.prune import check_zero_removal
 
 SUBSET = [
     "resnet18",

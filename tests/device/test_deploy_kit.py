@@ -26,7 +26,7 @@ from edgeprune.device.agent.config import (
     load_config_file,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile.jetson"
 DEVICE = ROOT / "device"
 

@@ -11,7 +11,7 @@ from torch import nn
 from edgeprune.errors import UsageError
 from edgeprune.prune.patterns import make_masks
 from edgeprune.prune.schedule import cubic_schedule, cubic_sparsity, gradual_prune
-from tests.methods import (
+from tests.prune import (
     Tiny,
     randomized,
     single_thread,  # noqa: F401  (autouse fixture)

@@ -16,7 +16,7 @@ from edgeprune.prune.sparse_exec import (
     sparsify_model,
 )
 from edgeprune.train import apply_masks
-from tests.methods import (
+from tests.prune import (
     TINY_SHAPE,
     Tiny,
     randomized,

@@ -15,7 +15,7 @@ from edgeprune.prune.storage import (
     storage_totals,
 )
 from edgeprune.train import apply_masks
-from tests.methods import (
+from tests.prune import (
     Tiny,
     randomized,
     single_thread,  # noqa: F401  (autouse fixture)

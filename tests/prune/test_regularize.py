@@ -22,7 +22,7 @@ from edgeprune.prune.regularize import (
     train_regularized,
 )
 from edgeprune.train import TrainConfig
-from tests.methods import (
+from tests.prune import (
     TINY_SHAPE,
     Tiny,
     TinyResidual,

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeprune.cli.main import app
-from tests.methods import single_thread  # noqa: F401  (autouse fixture)
+from tests.prune import single_thread  # noqa: F401  (autouse fixture)
 
 runner = CliRunner()
 

@@ -20,7 +20,7 @@ from edgeprune.prune.reconstruct import (
     select_by_penalty,
     soft_threshold_scalar,
 )
-from tests.methods import (
+from tests.prune import (
     TINY_SHAPE,
     Tiny,
     randomized,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from edgeprune.prune.sensitivity import layer_sensitivity, plot_sensitivity, sensitivity_markdown
-from tests.methods import (
+from tests.prune import (
     TINY_SHAPE,
     Tiny,
     randomized,

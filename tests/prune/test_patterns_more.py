@@ -19,7 +19,7 @@ from edgeprune.prune.patterns import (
     vector_mask,
 )
 from edgeprune.train import apply_masks
-from tests.methods import (
+from tests.prune import (
     Tiny,
     randomized,
     single_thread,  # noqa: F401  (autouse fixture)

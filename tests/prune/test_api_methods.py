@@ -13,7 +13,7 @@ from edgeprune.models.spec import load_model
 from edgeprune.prune.api import PruneRequest, prune_model
 from edgeprune.prune.patterns import bank_counts, check_nm
 from edgeprune.prune.plan import save_pruned
-from tests.methods import (
+from tests.prune import (
     TINY_SHAPE,
     Tiny,
     randomized,

@@ -9,7 +9,7 @@ import torch
 from edgeprune.prune.graph import build_groups
 from edgeprune.prune.patterns import nm_mask
 from edgeprune.prune.permute import _swap_gains, apply_group_permutation, nm_kept_magnitude, permute_for_nm
-from tests.methods import (
+from tests.prune import (
     TINY_SHAPE,
     Tiny,
     TinyResidual,
