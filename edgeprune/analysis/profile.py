@@ -325,16 +325,9 @@ def _match_by_shape(event: Mapping[str, Any], index: GraphIndex, taken: set[str]
 
 
 def _session(model_path: Path, prefix: Path, threads: int) -> Any:
-    try:
-        import onnxruntime as ort
-    except ImportError as err:
-        raise missing("onnxruntime", "device") from err
-    options = ort.SessionOptions()
-    options.enable_profiling = True
-    options.profile_file_prefix = str(prefix)
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    from edgeprune.device.runners.ort import ort_session
+
+    return ort_session(model_path, threads=threads, profile_prefix=prefix)
 
 
 def _load_index(model_path: Path) -> GraphIndex:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeprune.errors import ExportError
+from edgeprune.errors import ExportError, RunnerError
 
 OPSET = 17
 INPUT_NAME = "input"
@@ -142,18 +142,13 @@ def run_ort(
     Raises:
         ExportError: ONNX Runtime cannot load or run the model.
     """
-    try:
-        import onnxruntime as ort
-    except ImportError as err:
-        from edgeprune.errors import missing
+    from edgeprune.device.runners.ort import ort_session
 
-        raise missing("onnxruntime", "host") from err
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if exact:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort_session(path, exact=exact, extra="host")
+    except RunnerError as err:
+        raise ExportError(str(err)) from err
+    try:
         names = [o.name for o in session.get_outputs()]
         total = len(next(iter(feeds.values())))
         chunks: dict[str, list[np.ndarray]] = {name: [] for name in names}

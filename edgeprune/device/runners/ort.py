@@ -28,6 +28,55 @@ _ORT_TYPES = {
 }
 
 
+def ort_session(
+    model_path: Path,
+    providers: tuple[str, ...] = ("CPUExecutionProvider",),
+    *,
+    threads: int = 0,
+    spinning: bool | None = None,
+    exact: bool = False,
+    profile_prefix: Path | None = None,
+    extra: str = "device",
+) -> Any:
+    """The one place an ONNX Runtime session is made (runner, packager's parity runs, profiler).
+
+    Args:
+        model_path: the .onnx file.
+        providers: in order of preference; those not installed are dropped, none left is an error.
+        threads: intra-op threads (0: ONNX Runtime's default, one per physical core).
+        spinning: allow idle threads to spin (None: ONNX Runtime's default).
+        exact: disable every graph optimization, so each op runs as written in the file.
+        profile_prefix: turn on ONNX Runtime's profiler, writing its JSON under this prefix.
+        extra: the edgeprune extra that provides onnxruntime, for the install hint.
+
+    Raises:
+        MissingDependencyError: onnxruntime is not installed.
+        RunnerError: no requested provider is available, or the file cannot be loaded.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise missing("onnxruntime", extra) from err
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    if spinning is not None:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if exact:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_prefix)
+    available = set(ort.get_available_providers())
+    chosen = [p for p in providers if p in available]
+    if not chosen:
+        raise RunnerError(f"none of the providers {list(providers)} is available (have {sorted(available)})")
+    try:
+        return ort.InferenceSession(str(model_path), options, providers=chosen)
+    except Exception as err:  # ORT raises its own untyped exceptions for invalid models
+        raise RunnerError(f"ONNX Runtime cannot load {model_path}: {err}") from err
+
+
 class OrtRunner(Runner):
     """Runs an ONNX file with ONNX Runtime.
 
@@ -61,28 +110,18 @@ class OrtRunner(Runner):
         self._output_names: list[str] = []
 
     def _activate_impl(self) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as err:
-            raise missing("onnxruntime", "device") from err
         if not self.model_path.is_file():
             raise RunnerError(f"{self.model_path} does not exist")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(self.settings["intra_op_num_threads"])
-        options.add_session_config_entry(
-            "session.intra_op.allow_spinning", "1" if self.settings["allow_spinning"] else "0"
+        self._session = ort_session(
+            self.model_path,
+            self.providers,
+            threads=int(self.settings["intra_op_num_threads"]),
+            spinning=bool(self.settings["allow_spinning"]),
         )
-        options.log_severity_level = 3
-        available = set(ort.get_available_providers())
-        chosen = [p for p in self.providers if p in available]
-        if not chosen:
-            raise RunnerError(f"none of the providers {list(self.providers)} is available (have {sorted(available)})")
-        self.settings["providers"] = chosen
+        import onnxruntime as ort  # loaded by ort_session
+
+        self.settings["providers"] = list(self._session.get_providers())
         self.settings["onnxruntime_version"] = ort.__version__
-        try:
-            self._session = ort.InferenceSession(str(self.model_path), options, providers=chosen)
-        except Exception as err:  # ORT raises its own untyped exceptions for invalid models
-            raise RunnerError(f"ONNX Runtime cannot load {self.model_path}: {err}") from err
         self._output_names = [o.name for o in self._session.get_outputs()]
 
     def _deactivate_impl(self) -> None:
