@@ -17,7 +17,7 @@ import numpy as np
 from _common import machine_line, today, write_result
 
 from edgeprune.analysis.cost import model_cost
-from edgeprune.device.measure import MeasureConfig, measure_interleaved
+from edgeprune.device.measure.timing import MeasureConfig, measure_interleaved
 from edgeprune.device.runners.ort import OrtRunner
 from edgeprune.export.onnx_export import export_onnx
 from edgeprune.models.digits import DigitsResNet

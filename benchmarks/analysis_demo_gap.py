@@ -29,8 +29,8 @@ from edgeprune.analysis.cost import model_cost
 from edgeprune.analysis.profile import explain_gap, profile_bundle
 from edgeprune.analysis.speedup import theoretical_figures
 from edgeprune.demo import VARIANTS
-from edgeprune.device.bench import BenchRequest, run_bench
-from edgeprune.device.measure import MeasureConfig
+from edgeprune.device.measure.bench import BenchRequest, run_bench
+from edgeprune.device.measure.timing import MeasureConfig
 from edgeprune.export.package import package_model
 from edgeprune.models.digits import INPUT_SHAPE
 from edgeprune.models.spec import build_source, load_weights

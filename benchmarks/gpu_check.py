@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeprune.analysis.cost import model_cost
-from edgeprune.device.measure import MeasureConfig, measure_interleaved, summarize
+from edgeprune.device.measure.timing import MeasureConfig, measure_interleaved, summarize
 from edgeprune.device.runners.pyt import PytRunner
 from edgeprune.models.digits import INPUT_SHAPE, digits_resnet, load_digits_data
 from edgeprune.models.spec import load_model, load_weights

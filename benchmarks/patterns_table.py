@@ -132,8 +132,8 @@ def main() -> None:
     from _common import machine_line
 
     from edgeprune.analysis.cost import model_cost
-    from edgeprune.device.bench import BenchRequest, run_bench
-    from edgeprune.device.measure import MeasureConfig
+    from edgeprune.device.measure.bench import BenchRequest, run_bench
+    from edgeprune.device.measure.timing import MeasureConfig
     from edgeprune.export.package import package_model
     from edgeprune.prune.storage import storage_table, storage_totals
     from edgeprune.train import evaluate

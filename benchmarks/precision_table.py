@@ -9,7 +9,7 @@ What it does, in order:
 3. Accuracy on the digits test split (360 images), through ONNX Runtime on this CPU, as the
    deployed file runs; for INT8 also under exact Q/DQ arithmetic (graph optimizations off), which
    is what TensorRT implements.
-4. Latency with ``edgeprune.device.bench.run_bench``: every variant timed interleaved with the
+4. Latency with ``edgeprune.device.measure.bench.run_bench``: every variant timed interleaved with the
    fp32 bundle in the same run, at batch 1 and 32; measured speedup = fp32 p50 / variant p50.
 5. Write a Markdown table (command, machine, date, versions) to ``--out``.
 
@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-iterations", type=int, default=100)
     args = parser.parse_args(argv)
 
-    from edgeprune.device.bench import BenchRequest, run_bench
-    from edgeprune.device.measure import MeasureConfig
+    from edgeprune.device.measure.bench import BenchRequest, run_bench
+    from edgeprune.device.measure.timing import MeasureConfig
     from edgeprune.device.provenance import cpu_model, library_versions
     from edgeprune.errors import BundleError
     from edgeprune.export.calibration import digits_calibration

@@ -25,8 +25,8 @@ import onnxruntime as ort
 import torch
 from _common import machine_line, today, write_result
 
-from edgeprune.device.bench import BenchRequest, run_bench
-from edgeprune.device.measure import MeasureConfig, _time_calls
+from edgeprune.device.measure.bench import BenchRequest, run_bench
+from edgeprune.device.measure.timing import MeasureConfig, _time_calls
 from edgeprune.device.runners.ort import OrtRunner
 from edgeprune.export.package import package_model
 from edgeprune.models.digits import INPUT_SHAPE, digits_resnet

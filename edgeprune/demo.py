@@ -31,8 +31,8 @@ import torch
 from edgeprune.analysis.cost import model_cost
 from edgeprune.analysis.profile import explain_gap
 from edgeprune.data import Task, resolve_data
-from edgeprune.device.bench import BenchRequest, run_bench
-from edgeprune.device.measure import MeasureConfig
+from edgeprune.device.measure.bench import BenchRequest, run_bench
+from edgeprune.device.measure.timing import MeasureConfig
 from edgeprune.errors import UsageError
 from edgeprune.export.package import package_model
 from edgeprune.models.spec import build_source, load_weights

@@ -8,7 +8,7 @@ import pytest
 from safetensors.torch import save_file
 
 from edgeprune.demo import DemoConfig, _config_key, run_demo, table_rows
-from edgeprune.device.measure import MeasureConfig
+from edgeprune.device.measure.timing import MeasureConfig
 from edgeprune.train import TrainConfig
 
 

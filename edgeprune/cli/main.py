@@ -139,7 +139,7 @@ def bench(
     On a Jetson: edgeprune bench BUNDLE --baseline DENSE --runner trt (or from the host: --agent URL).
     """
     with user_errors():
-        from edgeprune.device.measure import MeasureConfig
+        from edgeprune.device.measure.timing import MeasureConfig
         from edgeprune.errors import UsageError
 
         try:
@@ -150,7 +150,7 @@ def bench(
             raise UsageError("--batch-sizes needs positive integers")
         config = MeasureConfig(min_duration_s=min_duration_s, min_iterations=min_iterations)
         with progress_steps() as step:
-            from edgeprune.device.bench import check_runner
+            from edgeprune.device.measure.bench import check_runner
 
             check_runner(runner)  # the remote path builds no BenchRequest here, so check before uploading
             options = {
@@ -163,7 +163,7 @@ def bench(
             if agent is not None:
                 record = _bench_remote(agent, token_file, bundles, baseline, sizes, config, options, step)
             else:
-                from edgeprune.device.bench import BenchRequest, run_bench
+                from edgeprune.device.measure.bench import BenchRequest, run_bench
 
                 request = BenchRequest(
                     bundles,
@@ -196,8 +196,8 @@ def _bench_remote(
     options: dict[str, Any],
     step: Callable[[str, int, int], None],
 ) -> dict[str, Any]:
+    from edgeprune.device.agent.client import submit_and_wait
     from edgeprune.device.agent.config import load_token
-    from edgeprune.device.client import submit_and_wait
 
     token = load_token(token_file)
     return submit_and_wait(

@@ -1,6 +1,6 @@
 """Read and validate result records, and name their variants for display.
 
-A result record is the JSON written by ``edgeprune bench`` (see :func:`edgeprune.device.bench.run_bench`).
+A result record is the JSON written by ``edgeprune bench`` (see :func:`edgeprune.device.measure.bench.run_bench`).
 The report trusts only what it checks here: the file is JSON, its ``kind`` says it is a result record,
 its ``schema_version`` is one this code understands, and every variant carries latency figures the
 tables can use. Everything else (layers, sensitivity, power samples, the three theoretical estimates)

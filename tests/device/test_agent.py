@@ -32,7 +32,7 @@ from edgeprune.device.agent.config import (
 )
 from edgeprune.device.agent.jobs import RESTARTED_REASON
 from edgeprune.device.agent.store import Store
-from edgeprune.device.measure import MeasureConfig
+from edgeprune.device.measure.timing import MeasureConfig
 from edgeprune.errors import UsageError
 
 JOB_TIMEOUT_S = 30.0
@@ -366,7 +366,7 @@ def test_job_options_mirror_bench_request() -> None:
     """Job fields beyond the timing rule are BenchRequest's, with the same defaults."""
     from edgeprune.device.agent.app import JobBody
     from edgeprune.device.agent.jobs import BENCH_OPTIONS
-    from edgeprune.device.bench import BenchRequest
+    from edgeprune.device.measure.bench import BenchRequest
 
     body = JobBody(bundles=["c" * 64]).model_dump()
     defaults = {f.name: f.default for f in fields(BenchRequest)}
@@ -391,7 +391,7 @@ def test_one_settings_type_refuses_the_same_values_everywhere(
     agent_client: Callable[..., Any], auth: dict[str, str], config: dict[str, Any], field: str
 ) -> None:
     """The CLI, the client and the agent share MeasureConfig: a bad value is refused by each, before any work."""
-    from edgeprune.device.client import measure_settings
+    from edgeprune.device.agent.client import measure_settings
 
     client = agent_client()
     with pytest.raises(UsageError, match=field):
@@ -544,7 +544,7 @@ def test_job_runner_choices_are_the_bench_runners() -> None:
     from typing import get_args
 
     from edgeprune.device.agent.app import JobBody
-    from edgeprune.device.bench import RUNNERS
+    from edgeprune.device.measure.bench import RUNNERS
 
     assert get_args(JobBody.model_fields["runner"].annotation) == RUNNERS
 

@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeprune.cli.main import app
-from edgeprune.device.bench import RUNNERS, BenchRequest, run_bench
-from edgeprune.device.measure import MeasureConfig
+from edgeprune.device.measure.bench import RUNNERS, BenchRequest, run_bench
+from edgeprune.device.measure.timing import MeasureConfig
 from edgeprune.errors import MissingDependencyError, RunnerError, UsageError
 
 QUICK = MeasureConfig(warmup_s=0.01, min_iterations=5, min_duration_s=0.01)

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from edgeprune.bundle import pack_bundle
-from edgeprune.device.client import AgentClient, measure_settings, submit_and_wait
-from edgeprune.device.measure import MeasureConfig
+from edgeprune.device.agent.client import AgentClient, measure_settings, submit_and_wait
+from edgeprune.device.measure.timing import MeasureConfig
 from edgeprune.errors import AgentError, UsageError
 
 FAST = MeasureConfig(warmup_s=0.01, min_iterations=5, min_duration_s=0.01)

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeprune.device.measure import MeasureConfig, bootstrap_ci, measure_interleaved, summarize
+from edgeprune.device.measure.timing import MeasureConfig, bootstrap_ci, measure_interleaved, summarize
 from edgeprune.device.runners.base import Runner, TensorSpec
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgeprune.device.measure import MeasureConfig, measure
+from edgeprune.device.measure.timing import MeasureConfig, measure
 from edgeprune.device.runners.pyt import PytRunner
 from edgeprune.errors import RunnerError
 from edgeprune.models.digits import INPUT_SHAPE, digits_resnet

@@ -12,8 +12,8 @@ from torch import nn
 
 from edgeprune import bundle
 from edgeprune.analysis.cost import model_cost
-from edgeprune.device.bench import BenchRequest, run_bench
-from edgeprune.device.measure import MeasureConfig
+from edgeprune.device.measure.bench import BenchRequest, run_bench
+from edgeprune.device.measure.timing import MeasureConfig
 from edgeprune.errors import ExportError
 from edgeprune.export.package import package_model
 from edgeprune.models.digits import INPUT_SHAPE, digits_resnet

@@ -13,7 +13,7 @@ import torch
 from onnx import numpy_helper
 
 from edgeprune import bundle
-from edgeprune.device.bench import check_reference
+from edgeprune.device.measure.bench import check_reference
 from edgeprune.device.runners.ort import OrtRunner
 from edgeprune.errors import BundleError, ExportError, UsageError
 from edgeprune.export.onnx_export import run_ort

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgeprune.device.measure import summarize
+from edgeprune.device.measure.timing import summarize
 
 BATCHES = (1, 32)
 BASE_MS = {1: 2.0, 32: 30.0}

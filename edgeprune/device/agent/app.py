@@ -48,7 +48,7 @@ from edgeprune.device import provenance
 from edgeprune.device.agent.config import AgentConfig
 from edgeprune.device.agent.jobs import JobRunner
 from edgeprune.device.agent.store import Store, StoreLock
-from edgeprune.device.settings import MeasureConfig
+from edgeprune.device.measure.settings import MeasureConfig
 from edgeprune.errors import BundleError, EdgepruneError, StoreError, UsageError
 
 log = logging.getLogger("edgeprune.agent")
@@ -77,7 +77,7 @@ class JobBody(BaseModel):
     )
     config: MeasureConfig = Field(default_factory=MeasureConfig)
     timeout_s: float | None = Field(default=None, gt=0)
-    # The rest of edgeprune.device.bench.BenchRequest, with its defaults (a test keeps them equal).
+    # The rest of edgeprune.device.measure.bench.BenchRequest, with its defaults (a test keeps them equal).
     intra_op_threads: int = Field(default=0, ge=0, le=1024)
     power: bool = True
     idle_s: float = Field(default=10.0, ge=0, le=600)

@@ -134,8 +134,8 @@ def run_job(job_dir: Path) -> dict[str, Any]:
     # Heavy imports (numpy, onnxruntime) happen here, in the subprocess only.
     from dataclasses import fields
 
-    from edgeprune.device.bench import BenchRequest, run_bench
-    from edgeprune.device.settings import MeasureConfig
+    from edgeprune.device.measure.bench import BenchRequest, run_bench
+    from edgeprune.device.measure.settings import MeasureConfig
 
     known = {f.name for f in fields(BenchRequest)}
     bench_request = BenchRequest(

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeprune.device.measure.settings import MeasureConfig
 from edgeprune.device.runners.base import Runner
-from edgeprune.device.settings import MeasureConfig
 
 __all__ = ["LatencyStats", "MeasureConfig", "measure_interleaved", "summarize"]
 

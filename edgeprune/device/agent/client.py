@@ -1,7 +1,7 @@
 """Host-side client of the device agent: upload bundles, submit a job, follow it, fetch the result.
 
 ``edgeprune bench BUNDLE --agent URL`` is :func:`submit_and_wait`; ``edgeprune bench BUNDLE``
-without ``--agent`` calls :func:`edgeprune.device.bench.run_bench` directly. Both report progress
+without ``--agent`` calls :func:`edgeprune.device.measure.bench.run_bench` directly. Both report progress
 through the same ``on_progress(label, fraction)`` callback and return the same result record, so
 the CLI does not care where the measurement ran.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edgeprune.bundle import pack_bundle
-from edgeprune.device.settings import MeasureConfig
+from edgeprune.device.measure.settings import MeasureConfig
 from edgeprune.errors import AgentError, UsageError
 
 ProgressFn = Callable[[str, float], None]
@@ -233,7 +233,7 @@ class AgentClient:
 
         ``on_progress(label, fraction)`` gets the label of the current step (``queued``, ``loading
         models``, ``measuring NAME bN``) and that step's fraction; a step is reported at 1.0 when
-        the next one starts, as :func:`~edgeprune.device.bench.run_bench` does locally.
+        the next one starts, as :func:`~edgeprune.device.measure.bench.run_bench` does locally.
 
         Args:
             job_id: the job to follow.

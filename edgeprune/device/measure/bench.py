@@ -19,7 +19,7 @@ import numpy as np
 
 from edgeprune import bundle as bundle_mod
 from edgeprune.device import provenance
-from edgeprune.device.measure import MeasureConfig, measure_interleaved, summarize
+from edgeprune.device.measure.timing import MeasureConfig, measure_interleaved, summarize
 from edgeprune.device.runners.base import Runner
 from edgeprune.device.runners.ort import OrtRunner
 from edgeprune.errors import BundleError, UsageError
