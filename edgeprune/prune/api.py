@@ -480,11 +480,11 @@ def _gradual_channels(
         }
         lowest = floor(reference, request.tolerance)
 
-        def recover(round_: int, candidate: nn.Module = candidate, step: int = step) -> float | None:
+        def retry(round_: int, candidate: nn.Module = candidate, step: int = step) -> float | None:
             finetune(candidate, step, round_)
             return accuracy(candidate)
 
-        verdict = withdraw_rule(acc, lowest, recover)
+        verdict = withdraw_rule(acc, lowest, retry)
         record["accuracy"] = verdict.accuracy
         if not verdict.accepted:
             assert lowest is not None and verdict.accuracy is not None
