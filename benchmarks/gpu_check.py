@@ -15,7 +15,7 @@ Sections (each records its own error instead of stopping the others):
    token counts, timed by CUDA events in alternating chunks; then an MLP through the runner with
    ``semi_structured=True``; then the demo's 2:4 CNN, to show which layers torch can convert.
 3. ``nvml``: idle baseline and loaded power from :class:`~edgeprune.device.sensors.nvml.NvmlSource`
-   through :class:`~edgeprune.device.power.PowerSampler`, energy per inference gross and net for a
+   through :class:`~edgeprune.device.measure.energy.PowerSampler`, energy per inference gross and net for a
    dense and a 2:4 GEMM, checked against NVML's own energy counter; the sampler's CPU cost.
 
 Writes ``gpu_check.json`` (every figure) and ``gpu_check.md`` (the tables for BENCHMARKS.md).
@@ -399,7 +399,7 @@ def nvml_section(idle_s: float, load_s: float) -> dict[str, Any]:
     """Idle and loaded board power, energy per GEMM gross and net, against NVML's energy counter."""
     from torch.sparse import to_sparse_semi_structured
 
-    from edgeprune.device.power import PowerSampler, measure_idle
+    from edgeprune.device.measure.energy import PowerSampler, measure_idle
     from edgeprune.device.sensors.nvml import NvmlSource
 
     source = NvmlSource(0)

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from edgeprune.device.power import PowerSource
 from edgeprune.device.sensors.jtop import (
     JtopSource,
     parse_printed_dict,
@@ -20,6 +19,7 @@ from edgeprune.device.sensors.jtop import (
     power_from_stats,
     state_from_stats,
 )
+from edgeprune.device.sensors.source import PowerSource
 from edgeprune.errors import MissingDependencyError, SensorError, SensorUnavailable
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "device" / "jtop"

@@ -14,18 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgeprune.device.power import (
-    DEFAULT_INTERVAL_S,
-    PowerSampler,
-    PowerSource,
-    detect_sources,
-    energy_report,
-    integrate_mj,
-    measure_idle,
-    no_power,
-)
+from edgeprune.device.measure.energy import PowerSampler, energy_report, integrate_mj, measure_idle, no_power
 from edgeprune.device.sensors.nvml import NvmlSource
 from edgeprune.device.sensors.rapl import RaplSource
+from edgeprune.device.sensors.source import DEFAULT_INTERVAL_S, PowerSource, detect_sources
 from edgeprune.device.sensors.tegrastats import TegrastatsSource
 from edgeprune.errors import MissingDependencyError, SensorError, SensorUnavailable, UsageError
 
@@ -368,7 +360,7 @@ def test_detect_finds_tegrastats_and_rapl_without_starting_anything(tmp_path: Pa
 
 def test_power_modules_import_without_torch_or_vendor_libraries() -> None:
     code = (
-        "import sys, edgeprune.device.power, edgeprune.device.provenance\n"
+        "import sys, edgeprune.device.measure.energy, edgeprune.device.provenance\n"
         "import edgeprune.device.sensors.jetson, edgeprune.device.sensors.jtop\n"
         "bad = {'torch', 'jtop', 'pynvml'} & set(sys.modules)\n"
         "assert not bad, bad\n"

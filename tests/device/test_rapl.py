@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgeprune.device.power import PowerSource
 from edgeprune.device.sensors import rapl
 from edgeprune.device.sensors.rapl import RaplSource, energy_delta_uj, find_zones
+from edgeprune.device.sensors.source import PowerSource
 from edgeprune.errors import SensorUnavailable
 
 MAX_RANGE_UJ = 262_143_328_850  # a typical package max_energy_range_uj

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeprune.device.power import PowerSampler
+from edgeprune.device.measure.energy import PowerSampler
 from edgeprune.device.sensors.tegrastats import (
     TegrastatsSample,
     TegrastatsSource,

@@ -59,7 +59,7 @@ HEAVY_MODULES = ("torch", "onnxruntime", "tensorrt", "numpy")
 # Runners the device may offer, and the module each needs; probed with find_spec, never imported.
 RUNNER_MODULES = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "pytorch": "torch"}
 # Where detect_sources() may live (the first that has it wins).
-SENSOR_MODULES = ("edgeprune.device.power", "edgeprune.device.sensors")
+SENSOR_MODULES = ("edgeprune.device.sensors.source",)
 
 BundleId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 JobId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]

@@ -53,7 +53,7 @@ class BenchRequest:
         batch_sizes: each bundle is timed at each of these.
         config: warm-up and stopping rule.
         intra_op_threads: ONNX Runtime threads (0: one per physical core).
-        power: sample power if this machine has a sensor (see :mod:`edgeprune.device.power`).
+        power: sample power if this machine has a sensor (see :mod:`edgeprune.device.measure.energy`).
         power_source: use this source instead of detecting one (tests, or a chosen rail).
         idle_s: seconds of idle sampling for the baseline subtracted from loaded power.
         energy_s: seconds each bundle runs alone, per batch size, while power is sampled.
@@ -267,7 +267,8 @@ def _measure_power(
     window, so each runner runs alone for ``energy_s`` while the sampler integrates power; an
     idle baseline taken first gives the net figure.
     """
-    from edgeprune.device.power import PowerSampler, detect_sources, measure_idle, no_power
+    from edgeprune.device.measure.energy import PowerSampler, measure_idle, no_power
+    from edgeprune.device.sensors.source import detect_sources
 
     if not request.power:
         return no_power("power sampling was switched off for this run")
