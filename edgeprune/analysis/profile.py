@@ -11,7 +11,7 @@ as the TorchScript exporter writes it) gives the module path (``layer1.conv1``).
 belong to no Conv/Gemm (pooling, residual adds, layout reorders) are pooled as ``(other ops)``.
 
 TensorRT's per-layer profile (``trtexec --exportProfile``, parsed by
-:func:`edgeprune.device.trtlog.parse_layer_profile`) names fused layers by their ONNX nodes joined
+:func:`edgeprune.device.engine.logs.parse_layer_profile`) names fused layers by their ONNX nodes joined
 with ``+`` (and ``||`` for horizontally merged layers); :func:`attribute_trt_profile` maps those.
 
 Timings from a profiled run carry the profiler's per-kernel overhead, so they are used as *shares*

@@ -19,7 +19,7 @@ from edgeprune.analysis.profile import (
     module_path,
     profile_models,
 )
-from edgeprune.device.trtlog import parse_layer_profile
+from edgeprune.device.engine.logs import parse_layer_profile
 from edgeprune.models.digits import INPUT_SHAPE, DigitsResNet
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -19,10 +19,8 @@ from typing import Any
 import pytest
 
 from edgeprune.bundle import write_bundle
-from edgeprune.device import engine as engine_mod
 from edgeprune.device.engine import (
     BuildOptions,
-    EngineBuildError,
     EngineCache,
     build_engine,
     cache_key,
@@ -31,7 +29,8 @@ from edgeprune.device.engine import (
     profile_shapes,
     wants_sparse_weights,
 )
-from edgeprune.errors import MissingDependencyError, UsageError
+from edgeprune.device.engine import build as engine_mod
+from edgeprune.errors import EngineBuildError, MissingDependencyError, UsageError
 
 SHA = "ab" * 32
 MANIFEST: dict[str, Any] = {
@@ -494,7 +493,7 @@ def test_modules_import_without_tensorrt_cuda_or_torch() -> None:
         "        if name.split('.')[0] in {'tensorrt', 'cuda', 'pycuda', 'torch'}:\n"
         "            raise ImportError(name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import edgeprune.device.engine, edgeprune.device.trtexec, edgeprune.device.trtlog\n"
+        "import edgeprune.device.engine, edgeprune.device.engine.trtexec, edgeprune.device.engine.logs\n"
         "import edgeprune.device.runners.trt\n"
         "from edgeprune.device.runners.trt import TrtRunner\n"
         "from edgeprune.errors import MissingDependencyError\n"

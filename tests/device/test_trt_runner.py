@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from edgeprune.bundle import write_bundle
-from edgeprune.device.engine import EngineCache, build_engine, cuda_device_info, options_for_bundle
+from edgeprune.device.engine import EngineCache, build_engine, options_for_bundle
+from edgeprune.device.runners.cuda import cuda_device_info
 from edgeprune.device.runners.trt import GpuTiming, TrtRunner
 from edgeprune.errors import EdgepruneError, MissingDependencyError, RunnerError
 

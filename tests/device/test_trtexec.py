@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from edgeprune.device import trtexec as trtexec_mod
 from edgeprune.device.engine import BuildOptions
-from edgeprune.device.trtexec import (
+from edgeprune.device.engine import trtexec as trtexec_mod
+from edgeprune.device.engine.trtexec import (
     export_paths,
     find_trtexec,
     mode_flags,

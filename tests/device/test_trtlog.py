@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeprune.device.trtlog import (
+from edgeprune.device.engine.logs import (
     SPARSE_TACTIC_HEURISTIC,
     SparsityReport,
     decode_version_tag,

@@ -14,7 +14,7 @@ end-to-end latency a user would see::
 
 Settings that change the numbers are fixed and recorded in ``settings``: no CUDA graph, data
 transfers included, blocking synchronization (the CUDA default, not spin-wait). They match
-:func:`edgeprune.device.trtexec.trtexec_command`'s defaults, so both paths measure the same loop.
+:func:`edgeprune.device.engine.trtexec.trtexec_command`'s defaults, so both paths measure the same loop.
 
 :meth:`TrtRunner.time_gpu_ms` adds CUDA-event timing beside host time: GPU time of the
 ``execute_async_v3`` work alone, and of copies + compute, next to the host wall time.
@@ -35,13 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from edgeprune.device.engine import (
-    cuda_check,
-    engine_device_memory_bytes,
-    import_cudart,
-    import_tensorrt,
-)
+from edgeprune.device.engine.build import engine_device_memory_bytes
 from edgeprune.device.runners.base import Runner, TensorSpec, check_inputs
+from edgeprune.device.runners.cuda import cuda_check, import_cudart, import_tensorrt
 from edgeprune.errors import MissingDependencyError, RunnerError, missing
 
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.device.engine import SUPPORTED_TRT_MAJORS, BuildOptions
-from edgeprune.device.trtlog import (
+from edgeprune.device.engine.logs import (
     parse_engine_info,
     parse_layer_profile,
     parse_sparsity,
@@ -339,7 +339,7 @@ def run_trtexec(
 
     Returns:
         A JSON-ready dict: ``command``, ``trt_major``, ``log_path``, ``wall_s``, ``settings``
-        (including ``implicit_defaults``), ``summary`` (:class:`~edgeprune.device.trtlog.TrtexecSummary`),
+        (including ``implicit_defaults``), ``summary`` (:class:`~edgeprune.device.engine.logs.TrtexecSummary`),
         ``sparsity``, ``layers``, ``layer_profile`` and ``exports``.
 
     Raises:
