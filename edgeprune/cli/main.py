@@ -150,9 +150,10 @@ def bench(
             raise UsageError("--batch-sizes needs positive integers")
         config = MeasureConfig(min_duration_s=min_duration_s, min_iterations=min_iterations)
         with progress_steps() as step:
-            from edgeprune.device.measure.bench import check_runner
+            from edgeprune.device.measure.bench import check_options
 
-            check_runner(runner)  # the remote path builds no BenchRequest here, so check before uploading
+            # The remote path builds no BenchRequest here, so check before uploading.
+            check_options(runner, threads, idle_s, energy_s)
             options = {
                 "intra_op_threads": threads,
                 "power": power,

@@ -92,3 +92,19 @@ def test_prune_package_bench_analyze(tmp_path) -> None:
     result = runner.invoke(app, ["analyze", str(pruned), "--json", str(tmp_path / "a.json")])
     assert result.exit_code == 0, result.output
     assert "layer1.conv1" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--min-duration-s", "0"], "min_duration_s must be more than 0"),
+        (["--min-duration-s", "-1"], "min_duration_s must be more than 0"),
+        (["--min-iterations", "0"], "min_iterations must be at least 1"),
+        (["--threads", "-1"], "--threads must be 0 (one per core) to 1024"),
+        (["--energy-s", "0"], "--energy-s must be more than 0"),
+    ],
+)
+def test_bench_options_are_checked_before_any_work(tmp_path, args: list[str], message: str) -> None:
+    """One schema for the settings: a value the agent would refuse is refused here, in one line, exit 2."""
+    line = one_line_error(runner.invoke(app, ["bench", str(tmp_path / "no-bundle-needed"), *args]))
+    assert message in line

@@ -43,6 +43,23 @@ def check_runner(name: str) -> None:
         raise UsageError(f"unknown runner '{name}': choose one of {', '.join(RUNNERS)}")
 
 
+def check_options(runner: str, intra_op_threads: int, idle_s: float, energy_s: float) -> None:
+    """The bench options a user sets, checked once for the local run and before an upload to an agent.
+
+    The limits are the agent API's (``JobBody``), so a value refused here is refused there too.
+
+    Raises:
+        UsageError: naming the option and its limits.
+    """
+    check_runner(runner)
+    if not 0 <= intra_op_threads <= 1024:
+        raise UsageError(f"--threads must be 0 (one per core) to 1024, got {intra_op_threads}")
+    if not 0 <= idle_s <= 600:
+        raise UsageError(f"--idle-s must be 0 to 600 seconds, got {idle_s}")
+    if not 0 < energy_s <= 600:
+        raise UsageError(f"--energy-s must be more than 0 and at most 600 seconds, got {energy_s}")
+
+
 @dataclass(frozen=True)
 class BenchRequest:
     """What to measure.
@@ -72,7 +89,7 @@ class BenchRequest:
     runner: str = "ort"
 
     def __post_init__(self) -> None:
-        check_runner(self.runner)
+        check_options(self.runner, self.intra_op_threads, self.idle_s, self.energy_s)
 
 
 def check_reference(
