@@ -35,7 +35,7 @@ from edgeprune.device.measure.bench import BenchRequest, run_bench
 from edgeprune.device.measure.timing import MeasureConfig
 from edgeprune.errors import UsageError
 from edgeprune.export.package import package_model
-from edgeprune.models.spec import build_source, load_weights
+from edgeprune.models.spec import BUILTINS, build_source, load_weights
 from edgeprune.prune.api import PruneRequest, prune_model
 from edgeprune.prune.plan import save_pruned
 from edgeprune.train import TrainConfig, evaluate, finetune, train
@@ -136,7 +136,7 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), step: Step | None = N
         torch.set_num_threads(config.threads)
     torch.manual_seed(train_config.seed)
     base, reused = baseline_model(out, spec, train_config, data, say)
-    input_shape = build_source(spec)[1]
+    input_shape = BUILTINS[spec][1]
     base_acc = evaluate(base, data)
     base_cost = model_cost(base, input_shape)
     reference = data.sample(8, "val")[0].numpy()

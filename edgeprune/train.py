@@ -237,12 +237,9 @@ def finetune(
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Task | tuple[torch.Tensor, ...], batch_size: int = 256) -> float:
     """The task's metric on its validation split (or on ``(x, y)`` tensors), in [0, 1] for top-1."""
-    if isinstance(data, tuple) and len(data) == 2:
-        task = as_task(data)
-        batches = task.batches("train", batch_size)
-    else:
-        task = as_task(data)
-        batches = task.batches("val", batch_size)
+    task = as_task(data)
+    # Bare (x, y) tensors are the set to evaluate on; a task is judged on its validation split.
+    batches = task.batches("train" if isinstance(data, tuple) and len(data) == 2 else "val", batch_size)
     model.eval()
     total, count = 0.0, 0
     for x, y in iterate(batches):

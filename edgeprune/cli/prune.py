@@ -187,15 +187,12 @@ def prune(
         from edgeprune.train import evaluate, finetune
 
         loaded = load_model(model, weights, parse_shape(input_shape) if input_shape else None)
-        needs = (
-            "this method"
-            if request.needs_data
-            else "--sensitivity"
-            if sensitivity is not None
-            else "--finetune-epochs"
-            if finetune_epochs > 0
-            else None
-        )
+        wanting = {
+            "this method": request.needs_data,
+            "--sensitivity": sensitivity is not None,
+            "--finetune-epochs": finetune_epochs > 0,
+        }
+        needs = next((what for what, wants in wanting.items() if wants), None)
         task: Any = resolve_task(loaded, data, mean, std, required=needs)
         if task is not None:
             console.print(f"data: {task.name} ({_describe(task.preprocessing)})", highlight=False)

@@ -219,14 +219,22 @@ def image_folder(
     return Task(spec, train_set, val_set, preprocessing=preprocessing)
 
 
-def factory_task(spec: str) -> Task:
-    """Call the user's ``package.module:factory`` and wrap what it returns."""
+def import_factory(spec: str, what: str) -> Any:
+    """The callable a ``package.module:factory`` spec names (models and data specs alike).
+
+    Raises:
+        UsageError: the module or the attribute cannot be imported; ``what`` names the kind.
+    """
     module_name, _, attr = spec.partition(":")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
+        return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:
-        raise UsageError(f"cannot import data factory '{spec}': {err}") from err
-    made = factory()
+        raise UsageError(f"cannot import {what} '{spec}': {err}") from err
+
+
+def factory_task(spec: str) -> Task:
+    """Call the user's ``package.module:factory`` and wrap what it returns."""
+    made = import_factory(spec, "data factory")()
     if isinstance(made, Task):
         return made
     if isinstance(made, tuple) and len(made) == 2:

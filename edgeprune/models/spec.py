@@ -16,7 +16,6 @@ weights file can never run code.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgeprune.data.sources import import_factory
 from edgeprune.errors import UsageError
 from edgeprune.models import digits, fashion
 
@@ -116,12 +116,7 @@ def build_source(spec: str, input_shape: tuple[int, ...] | None = None) -> tuple
             kwargs["init_weights"] = True
         return torchvision.models.get_model(name, **kwargs), input_shape or (3, size, size)
     if ":" in spec and not Path(spec).exists():
-        module_name, _, attr = spec.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as err:
-            raise UsageError(f"cannot import '{spec}': {err}") from err
-        model = factory()
+        model = import_factory(spec, "model factory")()
         if not isinstance(model, nn.Module):
             raise UsageError(f"'{spec}' did not return an nn.Module")
         declared = input_shape or getattr(model, "input_shape", None)
