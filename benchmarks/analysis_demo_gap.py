@@ -30,7 +30,7 @@ from edgeprune.analysis.profile import explain_gap, profile_bundle
 from edgeprune.analysis.speedup import theoretical_figures
 from edgeprune.demo import VARIANTS
 from edgeprune.device.measure.bench import BenchRequest, run_bench
-from edgeprune.device.measure.timing import MeasureConfig
+from edgeprune.device.measure.settings import BenchOptions, MeasureConfig
 from edgeprune.export.package import package_model
 from edgeprune.models.digits import INPUT_SHAPE
 from edgeprune.models.spec import build_source, load_weights
@@ -110,10 +110,9 @@ def main() -> None:
                     baseline=root / "dense",
                     batch_sizes=BATCHES,
                     config=MeasureConfig(warmup_s=0.3, min_iterations=200, min_duration_s=4.0, chunk=1),
-                    intra_op_threads=1,
-                    power=False,
+                    options=BenchOptions(intra_op_threads=1, power=False),
                 )
-            )
+            ).to_dict()
             for variant in result["variants"]:
                 if variant["is_baseline"]:
                     continue

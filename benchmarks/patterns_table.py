@@ -133,7 +133,7 @@ def main() -> None:
 
     from edgeprune.analysis.cost import model_cost
     from edgeprune.device.measure.bench import BenchRequest, run_bench
-    from edgeprune.device.measure.timing import MeasureConfig
+    from edgeprune.device.measure.settings import BenchOptions, MeasureConfig
     from edgeprune.export.package import package_model
     from edgeprune.prune.storage import storage_table, storage_totals
     from edgeprune.train import evaluate
@@ -201,10 +201,9 @@ def main() -> None:
             baseline=bundles_dir / "dense",
             batch_sizes=(1, 32),
             config=MeasureConfig(warmup_s=0.2, min_iterations=100, min_duration_s=1.0),
-            intra_op_threads=1,
-            power=False,
+            options=BenchOptions(intra_op_threads=1, power=False),
         )
-    )
+    ).to_dict()
     measured = {v["name"]: v["comparison"]["per_batch"] for v in record["variants"] if v.get("comparison")}
     lines = [
         header("Patterns at 50% and 75% sparsity, equal fine-tuning", "python benchmarks/patterns_table.py"),

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from edgeprune.device.measure.bench import BenchRequest, run_bench
-    from edgeprune.device.measure.timing import MeasureConfig
+    from edgeprune.device.measure.settings import BenchOptions, MeasureConfig
     from edgeprune.device.provenance import cpu_model, library_versions
     from edgeprune.errors import BundleError
     from edgeprune.export.calibration import digits_calibration
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             eval_data=eval_data,
             calibration=calib if options["precision"] == "int8" else None,
             **options,
-        )
+        ).to_dict()
         package_s[name] = time.perf_counter() - started
         print(f"packaged {name} in {package_s[name]:.1f} s", file=sys.stderr)
 
@@ -115,10 +115,9 @@ def main(argv: list[str] | None = None) -> int:
             args.work / "fp32",
             (1, 32),
             config,
-            intra_op_threads=args.threads,
-            power=False,
+            options=BenchOptions(intra_op_threads=args.threads, power=False),
         )
-    )
+    ).to_dict()
     by_name = {v["name"]: v for v in record["variants"]}
     refused = ""
     try:
@@ -128,10 +127,9 @@ def main(argv: list[str] | None = None) -> int:
                 None,
                 (1,),
                 MeasureConfig(min_iterations=5),
-                intra_op_threads=args.threads,
-                power=False,
+                options=BenchOptions(intra_op_threads=args.threads, power=False),
             )
-        )
+        ).to_dict()
     except BundleError as err:
         refused = str(err)
 

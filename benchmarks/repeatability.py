@@ -26,7 +26,7 @@ import torch
 from _common import machine_line, today, write_result
 
 from edgeprune.device.measure.bench import BenchRequest, run_bench
-from edgeprune.device.measure.timing import MeasureConfig, _time_calls
+from edgeprune.device.measure.settings import BenchOptions, MeasureConfig, _time_calls
 from edgeprune.device.runners.ort import OrtRunner
 from edgeprune.export.package import package_model
 from edgeprune.models.digits import INPUT_SHAPE, digits_resnet
@@ -68,7 +68,9 @@ def main() -> None:
         bundle = Path(tmp) / "dense"
         package_model(digits_resnet().eval(), INPUT_SHAPE, bundle, name="dense", spec="digits-resnet")
         for _ in range(REPEATS):
-            record = run_bench(BenchRequest([bundle], None, (1,), config, intra_op_threads=1, power=False))
+            record = run_bench(
+                BenchRequest([bundle], None, (1,), config, options=BenchOptions(intra_op_threads=1, power=False))
+            ).to_dict()
             stats = record["variants"][0]["latency"]["1"]
             ours, plain = agreement(bundle / "model.onnx")
             rows.append((stats["p50_ms"], stats["cov"], stats["iterations"], ours, plain))

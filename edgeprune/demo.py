@@ -32,7 +32,7 @@ from edgeprune.analysis.cost import model_cost
 from edgeprune.analysis.profile import explain_gap
 from edgeprune.data import Task, resolve_data
 from edgeprune.device.measure.bench import BenchRequest, run_bench
-from edgeprune.device.measure.timing import MeasureConfig
+from edgeprune.device.measure.settings import BenchOptions, MeasureConfig
 from edgeprune.errors import UsageError
 from edgeprune.export.package import package_model
 from edgeprune.models.spec import BUILTINS, build_source, load_weights
@@ -211,16 +211,14 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), step: Step | None = N
         baseline=out / "bundles" / "dense",
         batch_sizes=config.batch_sizes,
         config=config.measure,
-        intra_op_threads=config.ort_threads,
-        idle_s=5.0,
-        energy_s=2.0,
+        options=BenchOptions(intra_op_threads=config.ort_threads, idle_s=5.0, energy_s=2.0),
     )
     record = run_bench(bench, on_progress=lambda label, frac: say(f"bench {label}", int(frac * 100), 100))
     say("explain the gap per layer", 0, len(bundles))
-    for index, variant in enumerate(v for v in record["variants"] if not v["is_baseline"]):
-        variant["layers"] = explain_gap(out / "bundles" / "dense", Path(variant["bundle"]), batch_size=1, runs=100)
+    for index, variant in enumerate(v for v in record.variants if not v.is_baseline):
+        variant.layers = explain_gap(out / "bundles" / "dense", Path(str(variant.bundle)), batch_size=1, runs=100)
         say("explain the gap per layer", index + 1, len(bundles))
-    record["demo"] = {
+    record.extra["demo"] = {
         "task": config.task,
         "model": spec,
         "data": data.name,
@@ -229,8 +227,9 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(), step: Step | None = N
         "finetune_epochs": epochs,
         "accuracy": accuracy,
     }
-    (out / "results.json").write_text(json.dumps(record, indent=1) + "\n")
-    return record
+    written = record.to_dict()
+    (out / "results.json").write_text(json.dumps(written, indent=1) + "\n")
+    return written
 
 
 def table_rows(record: dict[str, Any]) -> list[dict[str, Any]]:

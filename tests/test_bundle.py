@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,20 +15,18 @@ from edgeprune import bundle
 from edgeprune.errors import BundleError
 
 
-def manifest(**over):
-    base = {
-        "name": "tiny",
-        "precision": "fp32",
-        "model": {"spec": "tiny"},
-        "inputs": [{"name": "input", "shape": ["batch", 4], "dtype": "float32"}],
-        "outputs": [{"name": "logits", "shape": ["batch", 2], "dtype": "float32"}],
-        "sparsity": {"pattern": "dense", "layers": []},
-        "cost": {"macs": 8},
-        "parity": {"atol": 1e-4},
-        "tool_versions": {},
-    }
-    base.update(over)
-    return base
+def manifest(**over) -> bundle.Manifest:
+    base = bundle.Manifest(
+        name="tiny",
+        precision="fp32",
+        model=bundle.ModelInfo(spec="tiny"),
+        inputs=(bundle.TensorSpec("input", ("batch", 4)),),
+        outputs=(bundle.TensorSpec("logits", ("batch", 2)),),
+        sparsity={"pattern": "dense", "layers": []},
+        cost={"macs": 8},
+        parity={"atol": 1e-4},
+    )
+    return replace(base, **over)
 
 
 @pytest.fixture
@@ -43,9 +42,9 @@ def made(tmp_path: Path) -> Path:
 
 def test_roundtrip_records_checksums(made: Path) -> None:
     read = bundle.read_manifest(made)
-    assert read["schema_version"] == bundle.SCHEMA_VERSION
-    assert set(read["files"]) == {"model.onnx", "reference.npz"}
-    assert read["files"]["model.onnx"] == bundle.sha256_file(made / "model.onnx")
+    assert read.schema_version == bundle.SCHEMA_VERSION
+    assert set(read.files) == {"model.onnx", "reference.npz"}
+    assert read.files["model.onnx"] == bundle.sha256_file(made / "model.onnx")
 
 
 def test_tampered_file_is_refused(made: Path) -> None:
@@ -88,7 +87,7 @@ def test_failed_write_leaves_old_bundle(made: Path, tmp_path: Path) -> None:
 def test_pack_unpack(made: Path, tmp_path: Path) -> None:
     archive = bundle.pack_bundle(made, tmp_path / "b.tar.gz")
     read = bundle.unpack_bundle(archive, tmp_path / "out")
-    assert read["name"] == "tiny"
+    assert read.name == "tiny"
     assert (tmp_path / "out" / "model.onnx").read_bytes() == (made / "model.onnx").read_bytes()
 
 
@@ -148,3 +147,30 @@ def test_size_limit(made: Path, tmp_path: Path) -> None:
     data = bundle.pack_bundle(made, tmp_path / "b.tar.gz").read_bytes()
     with pytest.raises(BundleError, match="more than"):
         bundle.unpack_bundle(data, tmp_path / "out", max_bytes=10)
+
+
+def test_manifest_round_trip_keeps_unknown_fields(made: Path) -> None:
+    # A newer schema-1 writer's extra fields (top level and inside ``model``) survive a read and a write.
+    data = json.loads((made / "manifest.json").read_text())
+    data["from_the_future"] = {"x": 1}
+    data["model"]["metric"] = "top-1"
+    read = bundle.Manifest.from_dict(data)
+    assert read.extra == {"from_the_future": {"x": 1}} and read.model.extra == {"metric": "top-1"}
+    assert read.to_dict() == data
+    assert read.inputs == (bundle.TensorSpec("input", ("batch", 4)),)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("inputs", [{"name": "input", "shape": "batch,4", "dtype": "float32"}], "inputs\\[0\\] needs"),
+        ("model", {"spec": "tiny", "accuracy": "high"}, "model.accuracy"),
+        ("lint", {"not": "a list"}, "'lint' has the wrong type"),
+        ("files", {"reference.npz": "abc"}, "lists no model.onnx"),
+    ],
+)
+def test_manifest_refuses_mistyped_fields(made: Path, field: str, value: object, message: str) -> None:
+    data = json.loads((made / "manifest.json").read_text())
+    data[field] = value
+    with pytest.raises(BundleError, match=message):
+        bundle.Manifest.from_dict(data)

@@ -32,9 +32,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeprune.errors import BundleError, missing
+
+if TYPE_CHECKING:
+    from edgeprune.bundle import Manifest
 
 OTHER = "(other ops)"
 MAC_OPS = frozenset(
@@ -397,21 +400,10 @@ def profile_models(
     return profiles
 
 
-def _bundle_feeds(manifest: Mapping[str, Any], batch_size: int) -> dict[str, Any]:
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for spec in manifest["inputs"]:
-        shape = [batch_size if not isinstance(d, int) else d for d in spec["shape"]]
-        feeds[spec["name"]] = rng.standard_normal(shape).astype(spec["dtype"])
-    return feeds
-
-
-def _bundle_layers(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def _bundle_layers(manifest: Manifest) -> dict[str, dict[str, Any]]:
     return {
         str(rec["name"]): dict(rec)
-        for rec in manifest.get("sparsity", {}).get("layers", [])
+        for rec in manifest.sparsity.get("layers", [])
         if isinstance(rec, dict) and "name" in rec
     }
 
@@ -419,12 +411,13 @@ def _bundle_layers(manifest: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def profile_bundle(bundle_dir: Path, batch_size: int = 1, runs: int = 100, intra_op_threads: int = 1) -> Profile:
     """Profile one bundle's model.onnx on ONNX Runtime (CPU) with random inputs of ``batch_size``."""
     from edgeprune import bundle as bundle_mod
+    from edgeprune.device.measure.bench import make_feeds
 
     manifest = bundle_mod.read_manifest(Path(bundle_dir))
     path = Path(bundle_dir) / bundle_mod.MODEL_FILE
     return profile_models(
         {"m": path},
-        {"m": _bundle_feeds(manifest, batch_size)},
+        {"m": make_feeds(manifest, batch_size)},
         runs,
         intra_op_threads=intra_op_threads,
         known_layers={"m": _bundle_layers(manifest)},
@@ -635,6 +628,7 @@ def explain_gap(
         BundleError: a folder is not a valid bundle.
     """
     from edgeprune import bundle as bundle_mod
+    from edgeprune.device.measure.bench import make_feeds
 
     paths = {"baseline": Path(baseline_bundle_dir), "variant": Path(variant_bundle_dir)}
     manifests = {label: bundle_mod.read_manifest(path) for label, path in paths.items()}
@@ -645,7 +639,7 @@ def explain_gap(
     records = {label: _bundle_layers(m) for label, m in manifests.items()}
     profiles = profile_models(
         model_paths,
-        {label: _bundle_feeds(m, batch_size) for label, m in manifests.items()},
+        {label: make_feeds(m, batch_size) for label, m in manifests.items()},
         runs,
         intra_op_threads=intra_op_threads,
         known_layers=records,
@@ -667,9 +661,8 @@ def explain_gap(
     )
 
 
-def _input_channels(manifest: Mapping[str, Any]) -> int | None:
-    inputs = manifest.get("inputs") or []
-    shape = inputs[0].get("shape", []) if inputs and isinstance(inputs[0], dict) else []
+def _input_channels(manifest: Manifest) -> int | None:
+    shape = manifest.inputs[0].shape
     return int(shape[1]) if len(shape) > 1 and isinstance(shape[1], int) else None
 
 

@@ -139,7 +139,7 @@ def bench(
     On a Jetson: edgeprune bench BUNDLE --baseline DENSE --runner trt (or from the host: --agent URL).
     """
     with user_errors():
-        from edgeprune.device.measure.timing import MeasureConfig
+        from edgeprune.device.measure.settings import BenchOptions, MeasureConfig
         from edgeprune.errors import UsageError
 
         try:
@@ -149,35 +149,16 @@ def bench(
         if not sizes or min(sizes) < 1:
             raise UsageError("--batch-sizes needs positive integers")
         config = MeasureConfig(min_duration_s=min_duration_s, min_iterations=min_iterations)
+        # Checked here, before any upload: the agent's API takes the same type and refuses the same values.
+        options = BenchOptions(runner=runner, intra_op_threads=threads, power=power, idle_s=idle_s, energy_s=energy_s)
         with progress_steps() as step:
-            from edgeprune.device.measure.bench import check_options
-
-            # The remote path builds no BenchRequest here, so check before uploading.
-            check_options(runner, threads, idle_s, energy_s)
-            options = {
-                "intra_op_threads": threads,
-                "power": power,
-                "idle_s": idle_s,
-                "energy_s": energy_s,
-                "runner": runner,
-            }
             if agent is not None:
                 record = _bench_remote(agent, token_file, bundles, baseline, sizes, config, options, step)
             else:
                 from edgeprune.device.measure.bench import BenchRequest, run_bench
 
-                request = BenchRequest(
-                    bundles,
-                    baseline,
-                    sizes,
-                    config,
-                    intra_op_threads=threads,
-                    power=power,
-                    idle_s=idle_s,
-                    energy_s=energy_s,
-                    runner=runner,
-                )
-                record = run_bench(request, on_progress=lambda label, f: step(label, int(f * 100), 100))
+                request = BenchRequest(bundles, baseline, sizes, config, options)
+                record = run_bench(request, on_progress=lambda label, f: step(label, int(f * 100), 100)).to_dict()
         _print_bench(record)
         if record["power"].get("reason"):
             console.print(
@@ -194,7 +175,7 @@ def _bench_remote(
     baseline: Path | None,
     sizes: tuple[int, ...],
     config: Any,
-    options: dict[str, Any],
+    options: Any,
     step: Callable[[str, int, int], None],
 ) -> dict[str, Any]:
     from edgeprune.device.agent.client import submit_and_wait

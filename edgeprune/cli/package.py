@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 import typer
 
+from edgeprune.bundle import Manifest
 from edgeprune.cli._common import (
     DATA_OPTION_HELP,
     MODEL_HELP,
@@ -133,9 +134,9 @@ def _calibration(
     )
 
 
-def _print_summary(out: Path, manifest: dict[str, Any], archive: bool) -> None:
-    parity = manifest["parity"]
-    precision = manifest["precision"]
+def _print_summary(out: Path, manifest: Manifest, archive: bool) -> None:
+    parity = manifest.parity
+    precision = manifest.precision
     line = f"bundle {out} ({precision}): parity max |diff| {parity['max_abs_diff']:.2e} (atol {parity['atol']:.2g})"
     vs = parity.get("vs_fp32")
     if vs:
@@ -144,21 +145,18 @@ def _print_summary(out: Path, manifest: dict[str, Any], archive: bool) -> None:
             f"on {vs['measured_on']}"
         )
     console.print(line)
-    model = manifest["model"]
-    if model.get("accuracy") is not None:
-        extra = (
-            f" (PyTorch FP32 {fmt(model.get('accuracy_pytorch') and 100 * model['accuracy_pytorch'], '.1f')}%)"
-            if "accuracy_pytorch" in model
-            else ""
-        )
-        console.print(f"accuracy {100 * model['accuracy']:.1f}%{extra}")
-    calib = manifest.get("calibration")
+    model = manifest.model
+    if model.accuracy is not None:
+        pytorch = model.extra.get("accuracy_pytorch")
+        extra = f" (PyTorch FP32 {fmt(pytorch and 100 * pytorch, '.1f')}%)" if "accuracy_pytorch" in model.extra else ""
+        console.print(f"accuracy {100 * model.accuracy:.1f}%{extra}")
+    calib = manifest.calibration
     if calib:
         console.print(
             f"calibration: {calib['method']} on {calib['samples']} samples from {calib['source']}"
             + (f" ({calib['capped']})" if calib.get("capped") else "")
         )
-    sparsity = manifest["sparsity"]
+    sparsity = manifest.sparsity
     if "eligible_layers" in sparsity:
         console.print(
             f"2:4: {sparsity['eligible_layers']} of {sparsity['checked_layers']} layers eligible for "
@@ -173,6 +171,6 @@ def _print_summary(out: Path, manifest: dict[str, Any], archive: bool) -> None:
             "bundle: rerun with --archive or delete it"
         )
     console.print(
-        f"theoretical speedup {manifest['cost']['theoretical_speedup']:.2f}× (MAC ratio)"
+        f"theoretical speedup {manifest.cost['theoretical_speedup']:.2f}× (MAC ratio)"
         + (f"; archive {tarball}" if archive else "")
     )

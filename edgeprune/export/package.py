@@ -220,7 +220,7 @@ def package_model(
     eval_data: Task | tuple[np.ndarray, np.ndarray] | None = None,
     archive: bool = False,
     step: Step | None = None,
-) -> dict[str, Any]:
+) -> bundle_mod.Manifest:
     """Export, verify and write a bundle folder; returns its manifest.
 
     Args:
@@ -310,19 +310,21 @@ def package_model(
         parity["output_scale"] = scale
         say(label, steps - 2 if precision == "fp32" else steps - 1, steps)
         proto = verify_onnx(model_path)
-        model_record: dict[str, Any] = {
-            "spec": spec,
-            "pattern": pattern,
-            "accuracy": accuracy,
-            "summary": summary or {},
-        }
+        model_extra: dict[str, Any] = {}
         if task is not None:
-            model_record.update(_evaluate(model_path, task, exact=False))
+            model_extra = _evaluate(model_path, task, exact=False)
             if accuracy is None:
                 accuracy = evaluate(model, task)
-            model_record["accuracy_pytorch"] = accuracy
+            model_extra["accuracy_pytorch"] = accuracy
             if precision == "int8":
-                model_record["accuracy_exact_qdq"] = _evaluate(model_path, task, exact=True)["accuracy"]
+                model_extra["accuracy_exact_qdq"] = _evaluate(model_path, task, exact=True)["accuracy"]
+        model_info = bundle_mod.ModelInfo(
+            spec=spec,
+            pattern=pattern,
+            accuracy=model_extra.pop("accuracy", accuracy),
+            summary=dict(summary or {}),
+            extra=model_extra,
+        )
         ref_path = tmp / bundle_mod.REFERENCE_FILE
         np.savez(
             ref_path,
@@ -337,18 +339,18 @@ def package_model(
         layers = layer_sparsity(model, pattern, cost, proto)
         sparsity = _sparsity_record(pattern, precision, layers)
         num_outputs = int(expected.shape[1])
-        manifest = {
-            "name": name,
-            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "precision": precision,
-            "precision_detail": _runtime_notes(precision),
-            "model": model_record,
-            "inputs": [{"name": INPUT_NAME, "shape": ["batch", *input_shape], "dtype": "float32"}],
-            "outputs": [{"name": OUTPUT_NAME, "shape": ["batch", num_outputs], "dtype": "float32"}],
-            "batch_sizes": list(batch_sizes),
-            "onnx_opset": OPSET,
-            "sparsity": sparsity,
-            "cost": {
+        manifest = bundle_mod.Manifest(
+            name=name,
+            created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            precision=precision,
+            precision_detail=_runtime_notes(precision),
+            model=model_info,
+            inputs=(bundle_mod.TensorSpec(INPUT_NAME, ("batch", *input_shape)),),
+            outputs=(bundle_mod.TensorSpec(OUTPUT_NAME, ("batch", num_outputs)),),
+            batch_sizes=tuple(batch_sizes),
+            onnx_opset=OPSET,
+            sparsity=sparsity,
+            cost={
                 "macs": cost.macs,
                 "effective_macs": cost.effective_macs,
                 "dense_macs": base.macs,
@@ -359,11 +361,12 @@ def package_model(
                 "theoretical_label": "MAC ratio (baseline dense MACs / effective MACs), estimate",
                 "theoretical": _theoretical(base, cost, pattern),
             },
-            "lint": lint_cost(cost, pattern, precision),
-            "parity": parity,
-            "tool_versions": {k: v for k, v in library_versions().items() if v is not None},
-            **extra,
-        }
+            lint=lint_cost(cost, pattern, precision),
+            parity=parity,
+            tool_versions={k: v for k, v in library_versions().items() if v is not None},
+            calibration=extra.get("calibration"),
+            fp16=extra.get("fp16"),
+        )
         written = _write(Path(out_dir), manifest, files)
     if archive:
         archive_path = Path(out_dir).with_name(Path(out_dir).name + ".tar.gz")
@@ -538,7 +541,7 @@ def _sparsity_record(pattern: str, precision: str, layers: list[dict[str, Any]])
     return record
 
 
-def _write(out_dir: Path, manifest: dict[str, Any], files: dict[str, Path]) -> dict[str, Any]:
+def _write(out_dir: Path, manifest: bundle_mod.Manifest, files: dict[str, Path]) -> bundle_mod.Manifest:
     try:
         bundle_mod.write_bundle(Path(out_dir), manifest, files)
     except OSError as err:

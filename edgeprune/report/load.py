@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from edgeprune.errors import UsageError
+from edgeprune.record import RESULT_KIND, ResultRecord
 
-RESULT_KIND = "edgeprune.result"
-SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
 SOURCE_KEY = "_source"
 """Key under which :func:`load_record` stores the file a record came from (not part of the schema)."""
 
@@ -61,8 +60,10 @@ def load_record(path: Path) -> dict[str, Any]:
 def validate_record(data: Any, source: str = "record") -> dict[str, Any]:
     """Check the parts of a result record that every table and plot relies on.
 
-    Unknown keys are ignored (a demo may add its own), and optional parts are left for the consumers
-    to skip, so a record from a newer minor writer still loads.
+    The checks are the record type's own (:meth:`edgeprune.record.ResultRecord.from_dict`): unknown
+    keys are ignored (a demo may add its own), and optional parts are left for the consumers to
+    skip, so a record from a newer minor writer still loads. The report reads the JSON form it
+    checked, so a section a newer writer added is still there for a plot that knows it.
 
     Args:
         data: the parsed JSON.
@@ -74,55 +75,8 @@ def validate_record(data: Any, source: str = "record") -> dict[str, Any]:
     Raises:
         UsageError: with the location of the first problem and what to do about it.
     """
-    if not isinstance(data, dict):
-        raise UsageError(f"{source}: expected a JSON object (a result record), found {type(data).__name__}")
-    kind = data.get("kind")
-    if kind != RESULT_KIND:
-        found = "no 'kind' field" if kind is None else f"kind {kind!r}"
-        raise UsageError(
-            f"{source}: {found}, expected {RESULT_KIND!r}; this is not a result record from `edgeprune bench`"
-        )
-    version = data.get("schema_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version not in SUPPORTED_SCHEMA_VERSIONS:
-        readable = ", ".join(str(v) for v in sorted(SUPPORTED_SCHEMA_VERSIONS))
-        raise UsageError(
-            f"{source}: unknown schema_version {version!r} (this edgeprune reads {readable}); "
-            "upgrade edgeprune, or re-run `edgeprune bench` with this version"
-        )
-    variants = data.get("variants")
-    if not isinstance(variants, list) or not variants:
-        raise UsageError(f"{source}: 'variants' must be a non-empty list; the record holds no measurements")
-    for i, variant in enumerate(variants):
-        where = f"{source}: variants[{i}]"
-        if not isinstance(variant, dict):
-            raise UsageError(f"{where} is not an object")
-        if not isinstance(variant.get("name"), str) or not variant["name"]:
-            raise UsageError(f"{where} has no 'name'")
-        for key in ("latency", "baseline_latency"):
-            if key == "baseline_latency" and variant.get(key) is None:
-                continue
-            _check_latency(variant.get(key), f"{where}.{key}")
-        for key in ("cost", "comparison"):
-            if variant.get(key) is not None and not isinstance(variant[key], dict):
-                raise UsageError(f"{where}.{key} must be an object or null")
-    for key in ("provenance", "runner", "method", "memory", "power"):
-        if data.get(key) is not None and not isinstance(data[key], dict):
-            raise UsageError(f"{source}: '{key}' must be an object or null")
-    return data
-
-
-def _check_latency(latency: Any, where: str) -> None:
-    if not isinstance(latency, dict):
-        raise UsageError(f"{where} must be an object mapping batch size to latency statistics")
-    for key, stats in latency.items():
-        try:
-            batch = int(key)
-        except (TypeError, ValueError):
-            batch = 0
-        if batch <= 0:
-            raise UsageError(f"{where}: key {key!r} is not a positive batch size")
-        if not isinstance(stats, dict) or as_float(stats.get("p50_ms")) is None:
-            raise UsageError(f"{where}[{key!r}] has no numeric 'p50_ms'")
+    ResultRecord.from_dict(data, source)
+    return data  # type: ignore[no-any-return]
 
 
 def load_records(paths: Iterable[Path]) -> list[dict[str, Any]]:

@@ -100,8 +100,9 @@ def test_prune_package_bench_analyze(tmp_path) -> None:
         (["--min-duration-s", "0"], "min_duration_s must be more than 0"),
         (["--min-duration-s", "-1"], "min_duration_s must be more than 0"),
         (["--min-iterations", "0"], "min_iterations must be at least 1"),
-        (["--threads", "-1"], "--threads must be 0 (one per core) to 1024"),
-        (["--energy-s", "0"], "--energy-s must be more than 0"),
+        (["--threads", "-1"], "intra_op_threads must be at least 0 and at most 1024"),
+        (["--energy-s", "0"], "energy_s must be more than 0"),
+        (["--runner", "tflite"], "unknown runner 'tflite'"),
     ],
 )
 def test_bench_options_are_checked_before_any_work(tmp_path, args: list[str], message: str) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgeprune.bundle import write_bundle
+from edgeprune.bundle import Manifest, ModelInfo, TensorSpec, write_bundle
 
 # The agent's service needs the device extra (fastapi, uvicorn, httpx). Where it is absent (a GPU
 # machine used only for `pytest -m gpu`, say) its tests are not collected; `make test` installs it.
@@ -86,17 +86,16 @@ def build_tiny_bundle(
         y = y + 1.0
     reference = staging / "reference.npz"
     np.savez(reference, **{"input:input": x, "output:logits": y})
-    manifest: dict[str, Any] = {
-        "name": name,
-        "precision": "fp32",
-        "model": {"spec": "tiny"},
-        "inputs": [{"name": "input", "shape": ["batch", 4], "dtype": "float32"}],
-        "outputs": [{"name": "logits", "shape": ["batch", hidden], "dtype": "float32"}],
-        "sparsity": {"pattern": "dense", "layers": []},
-        "cost": {"macs": 0, "theoretical_speedup": 1.0},
-        "parity": {"atol": 1e-4},
-        "tool_versions": {},
-    }
+    manifest = Manifest(
+        name=name,
+        precision="fp32",
+        model=ModelInfo(spec="tiny"),
+        inputs=(TensorSpec("input", ("batch", 4)),),
+        outputs=(TensorSpec("logits", ("batch", hidden)),),
+        sparsity={"pattern": "dense", "layers": []},
+        cost={"macs": 0, "theoretical_speedup": 1.0},
+        parity={"atol": 1e-4},
+    )
     return write_bundle(directory, manifest, {"model.onnx": model_path, "reference.npz": reference})
 
 

@@ -269,7 +269,7 @@ def test_job_runs_in_a_subprocess_and_its_result_is_stored(
             "baseline": base,
             "batch_sizes": [1, 2],
             "config": fast_config,
-            "power": False,
+            "options": {"power": False},
         },
     )
     assert response.status_code == 202, response.text
@@ -300,7 +300,9 @@ def test_result_before_done_is_409_and_unknown_ids_are_404(
     client = agent_client()
     bundle_id = upload(client, auth, archive_bytes(tiny_bundle, tmp_path)).json()["id"]
     slow = {"warmup_s": 0.0, "min_iterations": 1, "min_duration_s": 30.0, "max_duration_s": 30.0}
-    job = client.post("/v1/jobs", headers=auth, json={"bundles": [bundle_id], "config": slow, "power": False}).json()
+    job = client.post(
+        "/v1/jobs", headers=auth, json={"bundles": [bundle_id], "config": slow, "options": {"power": False}}
+    ).json()
     early = client.get(f"/v1/jobs/{job['id']}/result", headers=auth)
     assert early.status_code == 409 and "poll" in early.json()["detail"]
     assert client.get("/v1/jobs/" + "a" * 32, headers=auth).status_code == 404
@@ -353,7 +355,7 @@ def test_a_bundle_computing_wrong_outputs_fails_with_the_reason(
     bad = bundle_factory("liar", corrupt_reference=True)
     bundle_id = upload(client, auth, archive_bytes(bad, tmp_path)).json()["id"]
     job = client.post(
-        "/v1/jobs", headers=auth, json={"bundles": [bundle_id], "config": fast_config, "power": False}
+        "/v1/jobs", headers=auth, json={"bundles": [bundle_id], "config": fast_config, "options": {"power": False}}
     ).json()
     final = wait_done(client, auth, job["id"])
     assert final["state"] == "failed"
@@ -362,17 +364,21 @@ def test_a_bundle_computing_wrong_outputs_fails_with_the_reason(
     assert result.status_code == 409 and "differ from reference.npz" in result.json()["detail"]
 
 
-def test_job_options_mirror_bench_request() -> None:
-    """Job fields beyond the timing rule are BenchRequest's, with the same defaults."""
-    from edgeprune.device.agent.app import JobBody
-    from edgeprune.device.agent.jobs import BENCH_OPTIONS
-    from edgeprune.device.measure.bench import BenchRequest
+def test_job_options_are_the_bench_options() -> None:
+    """A job's options are BenchOptions itself: same fields, same defaults, same limits (422 on the wire)."""
+    from pydantic import ValidationError
 
-    body = JobBody(bundles=["c" * 64]).model_dump()
+    from edgeprune.device.agent.app import JobBody
+    from edgeprune.device.measure.bench import BenchRequest
+    from edgeprune.device.measure.settings import BenchOptions
+
+    body = JobBody(bundles=["c" * 64])
+    assert body.options == BenchOptions() == BenchRequest([]).options
+    assert body.model_dump()["options"] == BenchOptions().to_dict()
     defaults = {f.name: f.default for f in fields(BenchRequest)}
-    for key in BENCH_OPTIONS:
-        assert body[key] == defaults[key], key
-    assert body["batch_sizes"] == list(defaults["batch_sizes"])
+    assert body.batch_sizes == list(defaults["batch_sizes"])
+    with pytest.raises(ValidationError, match="intra_op_threads must be at least 0"):
+        JobBody(bundles=["c" * 64], options={"intra_op_threads": -1})
 
 
 @pytest.mark.parametrize(
@@ -531,22 +537,13 @@ def test_job_request_is_kept_verbatim_for_the_record(
     client = agent_client()
     bundle_id = upload(client, auth, archive_bytes(tiny_bundle, tmp_path)).json()["id"]
     job = client.post(
-        "/v1/jobs", headers=auth, json={"bundles": [bundle_id], "batch_sizes": [3], "power": False}
+        "/v1/jobs", headers=auth, json={"bundles": [bundle_id], "batch_sizes": [3], "options": {"power": False}}
     ).json()
     listed = client.get("/v1/jobs", headers=auth).json()["jobs"]
     assert listed[0]["id"] == job["id"]
     assert listed[0]["request"]["batch_sizes"] == [3]
     assert listed[0]["request"]["config"] == MeasureConfig().to_dict()
     json.dumps(listed)  # the public view is plain JSON
-
-
-def test_job_runner_choices_are_the_bench_runners() -> None:
-    from typing import get_args
-
-    from edgeprune.device.agent.app import JobBody
-    from edgeprune.device.measure.bench import RUNNERS
-
-    assert get_args(JobBody.model_fields["runner"].annotation) == RUNNERS
 
 
 def test_a_tensorrt_job_without_tensorrt_fails_with_what_to_install(
@@ -565,10 +562,10 @@ def test_a_tensorrt_job_without_tensorrt_fails_with_what_to_install(
     job = client.post(
         "/v1/jobs",
         headers=auth,
-        json={"bundles": [bundle_id], "config": fast_config, "power": False, "runner": "trt"},
+        json={"bundles": [bundle_id], "config": fast_config, "options": {"power": False, "runner": "trt"}},
     ).json()
     final = wait_done(client, auth, job["id"])
     assert final["state"] == "failed"
     assert "tensorrt" in final["error"].lower() and "edgeprune[trt]" in final["error"]
-    refused = client.post("/v1/jobs", headers=auth, json={"bundles": [bundle_id], "runner": "tflite"})
+    refused = client.post("/v1/jobs", headers=auth, json={"bundles": [bundle_id], "options": {"runner": "tflite"}})
     assert refused.status_code in (400, 422)

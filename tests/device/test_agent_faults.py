@@ -185,7 +185,12 @@ def test_twenty_concurrent_submissions_all_complete_one_at_a_time(
             job = http.post(
                 "/v1/jobs",
                 headers=auth,
-                json={"bundles": [up.json()["id"]], "config": fast_config, "power": False, "batch_sizes": [1 + i]},
+                json={
+                    "bundles": [up.json()["id"]],
+                    "config": fast_config,
+                    "options": {"power": False},
+                    "batch_sizes": [1 + i],
+                },
             )
             assert job.status_code == 202, job.text
             return up.status_code, job.json()["id"], i
@@ -248,10 +253,10 @@ def test_a_crashing_runtime_fails_its_job_and_the_agent_carries_on(
     crash = client.post(
         "/v1/jobs",
         headers=auth,
-        json={"bundles": [bundle_id], "batch_sizes": [13], "config": fast_config, "power": False},
+        json={"bundles": [bundle_id], "batch_sizes": [13], "config": fast_config, "options": {"power": False}},
     ).json()
     fine = client.post(
-        "/v1/jobs", headers=auth, json={"bundles": [bundle_id], "config": fast_config, "power": False}
+        "/v1/jobs", headers=auth, json={"bundles": [bundle_id], "config": fast_config, "options": {"power": False}}
     ).json()
 
     def finished(job_id: str) -> dict[str, Any] | None:
@@ -272,7 +277,9 @@ def test_a_hanging_measurement_is_killed_at_its_timeout(
     bundle_id = client.post("/v1/bundles", content=_archive(tiny_bundle, tmp_path), headers=auth).json()["id"]
     hang = {"warmup_s": 0.0, "min_iterations": 1, "min_duration_s": 60.0, "max_duration_s": 60.0}
     job = client.post(
-        "/v1/jobs", headers=auth, json={"bundles": [bundle_id], "config": hang, "power": False, "timeout_s": 1.5}
+        "/v1/jobs",
+        headers=auth,
+        json={"bundles": [bundle_id], "config": hang, "options": {"power": False}, "timeout_s": 1.5},
     ).json()
     started = time.monotonic()
     final = wait(
@@ -296,10 +303,10 @@ def test_stopping_the_agent_fails_the_running_job_and_keeps_the_queue(
     client = agent_client()
     bundle_id = client.post("/v1/bundles", content=_archive(tiny_bundle, tmp_path), headers=auth).json()["id"]
     slow = client.post(
-        "/v1/jobs", headers=auth, json={"bundles": [bundle_id], "config": SLOW_CONFIG, "power": False}
+        "/v1/jobs", headers=auth, json={"bundles": [bundle_id], "config": SLOW_CONFIG, "options": {"power": False}}
     ).json()
     queued = client.post(
-        "/v1/jobs", headers=auth, json={"bundles": [bundle_id], "config": fast_config, "power": False}
+        "/v1/jobs", headers=auth, json={"bundles": [bundle_id], "config": fast_config, "options": {"power": False}}
     ).json()
     wait(lambda: client.get(f"/v1/jobs/{slow['id']}", headers=auth).json()["state"] == "running", 10, "running")
     client.__exit__(None, None, None)  # graceful shutdown (SIGTERM under uvicorn)
@@ -375,10 +382,10 @@ def test_sigkill_mid_job_then_restart_accounts_for_every_job(
     with httpx.Client(base_url=agent.url, timeout=10) as http:
         bundle_id = http.post("/v1/bundles", content=_archive(tiny_bundle, tmp_path), headers=auth).json()["id"]
         slow = http.post(
-            "/v1/jobs", headers=auth, json={"bundles": [bundle_id], "config": SLOW_CONFIG, "power": False}
+            "/v1/jobs", headers=auth, json={"bundles": [bundle_id], "config": SLOW_CONFIG, "options": {"power": False}}
         ).json()
         queued = http.post(
-            "/v1/jobs", headers=auth, json={"bundles": [bundle_id], "config": fast_config, "power": False}
+            "/v1/jobs", headers=auth, json={"bundles": [bundle_id], "config": fast_config, "options": {"power": False}}
         ).json()
         assert queued["state"] == "queued" and queued["queue_position"] == 1
         wait(
@@ -399,7 +406,7 @@ def test_sigkill_mid_job_then_restart_accounts_for_every_job(
         resumed = wait(lambda: _finished(http, auth, queued["id"]), 30, "the queued job to resume")
         assert resumed["state"] == "done"
         later = http.post(
-            "/v1/jobs", headers=auth, json={"bundles": [bundle_id], "config": fast_config, "power": False}
+            "/v1/jobs", headers=auth, json={"bundles": [bundle_id], "config": fast_config, "options": {"power": False}}
         ).json()
         assert wait(lambda: _finished(http, auth, later["id"]), 30, "a new job")["state"] == "done"
         jobs = http.get("/v1/jobs", headers=auth).json()["jobs"]

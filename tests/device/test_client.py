@@ -15,11 +15,11 @@ import pytest
 
 from edgeprune.bundle import pack_bundle
 from edgeprune.device.agent.client import AgentClient, measure_settings, submit_and_wait
-from edgeprune.device.measure.timing import MeasureConfig
+from edgeprune.device.measure.settings import BenchOptions, MeasureConfig
 from edgeprune.errors import AgentError, UsageError
 
 FAST = MeasureConfig(warmup_s=0.01, min_iterations=5, min_duration_s=0.01)
-NO_POWER = {"power": False}  # keep jobs short and alike on machines with a power sensor
+NO_POWER = BenchOptions(power=False)  # keep jobs short and alike on machines with a power sensor
 
 
 def test_submit_and_wait_measures_on_the_agent_and_reports_progress(

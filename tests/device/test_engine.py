@@ -13,12 +13,13 @@ import json
 import subprocess
 import sys
 import types
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from edgeprune.bundle import write_bundle
+from edgeprune.bundle import Manifest, ModelInfo, TensorSpec, write_bundle
 from edgeprune.device.engine import (
     BuildOptions,
     EngineCache,
@@ -33,17 +34,22 @@ from edgeprune.device.engine import build as engine_mod
 from edgeprune.errors import EngineBuildError, MissingDependencyError, UsageError
 
 SHA = "ab" * 32
-MANIFEST: dict[str, Any] = {
-    "name": "nm-2:4",
-    "precision": "fp16",
-    "model": {"spec": "digits-resnet", "pattern": "nm", "summary": {}},
-    "inputs": [{"name": "input", "shape": ["batch", 1, 32, 32], "dtype": "float32"}],
-    "outputs": [{"name": "logits", "shape": ["batch", 10], "dtype": "float32"}],
-    "sparsity": {"pattern": "nm", "layers": []},
-    "cost": {},
-    "parity": {},
-    "tool_versions": {},
-}
+MANIFEST = Manifest(
+    name="nm-2:4",
+    precision="fp16",
+    model=ModelInfo(spec="digits-resnet", pattern="nm"),
+    inputs=(TensorSpec("input", ("batch", 1, 32, 32)),),
+    outputs=(TensorSpec("logits", ("batch", 10)),),
+    sparsity={"pattern": "nm", "layers": []},
+    cost={},
+    parity={},
+)
+
+
+def _with_sparsity(**sparsity: Any) -> Manifest:
+    return replace(MANIFEST, sparsity=sparsity)
+
+
 DEVICE = {
     "compute_capability": "8.7",
     "name": "Orin",
@@ -127,11 +133,11 @@ def test_options_for_bundle() -> None:
 
 
 def test_wants_sparse_weights() -> None:
-    assert wants_sparse_weights({"sparsity": {"pattern": "nm"}})
-    assert wants_sparse_weights({"sparsity": {"pattern": "2:4"}})
-    assert not wants_sparse_weights({"sparsity": {"pattern": "channel"}})
-    assert not wants_sparse_weights({"sparsity": {"pattern": "nm", "trt_sparse_weights": False}})
-    assert not wants_sparse_weights({})
+    assert wants_sparse_weights(_with_sparsity(pattern="nm"))
+    assert wants_sparse_weights(_with_sparsity(pattern="2:4"))
+    assert not wants_sparse_weights(_with_sparsity(pattern="channel"))
+    assert not wants_sparse_weights(_with_sparsity(pattern="nm", trt_sparse_weights=False))
+    assert not wants_sparse_weights(_with_sparsity())
 
 
 def test_profile_shapes() -> None:
@@ -371,7 +377,7 @@ def _fake_tensorrt(version: str, *, fp16_tensors: bool = False, fail: str = "") 
 def bundle(tmp_path: Path) -> Path:
     onnx = tmp_path / "src.onnx"
     onnx.write_bytes(b"not really onnx; the stand-in parser does not read it")
-    return write_bundle(tmp_path / "bundle", dict(MANIFEST), {"model.onnx": onnx})
+    return write_bundle(tmp_path / "bundle", MANIFEST, {"model.onnx": onnx})
 
 
 @pytest.fixture

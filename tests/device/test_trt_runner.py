@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgeprune.bundle import write_bundle
+from edgeprune.bundle import Manifest, ModelInfo, TensorSpec, write_bundle
 from edgeprune.device.engine import EngineCache, build_engine, options_for_bundle
 from edgeprune.device.runners.cuda import cuda_device_info
 from edgeprune.device.runners.trt import GpuTiming, TrtRunner
@@ -117,17 +117,16 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Any:
     weights = _weights()
     onnx_path = root / "tiny.onnx"
     _write_onnx(onnx_path, weights)
-    manifest = {
-        "name": "tiny-2:4",
-        "precision": "fp32",
-        "model": {"spec": "test", "pattern": "nm", "summary": {}},
-        "inputs": [{"name": "input", "shape": ["batch", 8, 8, 8], "dtype": "float32"}],
-        "outputs": [{"name": "logits", "shape": ["batch", 10], "dtype": "float32"}],
-        "sparsity": {"pattern": "nm", "layers": []},
-        "cost": {},
-        "parity": {},
-        "tool_versions": {},
-    }
+    manifest = Manifest(
+        name="tiny-2:4",
+        precision="fp32",
+        model=ModelInfo(spec="test", pattern="nm"),
+        inputs=(TensorSpec("input", ("batch", 8, 8, 8)),),
+        outputs=(TensorSpec("logits", ("batch", 10)),),
+        sparsity={"pattern": "nm", "layers": []},
+        cost={},
+        parity={},
+    )
     bundle = write_bundle(root / "bundle", manifest, {"model.onnx": onnx_path})
     cache = EngineCache(root / "engines")
     options = options_for_bundle(manifest, batch_sizes=(1, 4), workspace_bytes=64 << 20)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -13,11 +14,12 @@ from torch import nn
 from edgeprune import bundle
 from edgeprune.analysis.cost import model_cost
 from edgeprune.device.measure.bench import BenchRequest, run_bench
-from edgeprune.device.measure.timing import MeasureConfig
+from edgeprune.device.measure.settings import BenchOptions, MeasureConfig
 from edgeprune.errors import ExportError
 from edgeprune.export.package import package_model
 from edgeprune.models.digits import INPUT_SHAPE, digits_resnet
 from edgeprune.prune.api import PruneRequest, prune_model
+from edgeprune.record import ResultRecord
 
 QUICK = MeasureConfig(warmup_s=0.01, min_iterations=5, min_duration_s=0.01)
 
@@ -54,8 +56,8 @@ def bundles(tmp_path_factory):
 def test_every_bundle_has_parity_and_checksums(bundles) -> None:
     root, made = bundles
     for name, manifest in made.items():
-        assert manifest["parity"]["passed"], name
-        assert manifest["parity"]["max_abs_diff"] < 1e-4
+        assert manifest.parity["passed"], name
+        assert manifest.parity["max_abs_diff"] < 1e-4
         bundle.read_manifest(root / name)  # verifies every checksum
         model = onnx.load(str(root / name / "model.onnx"))
         batch = model.graph.input[0].type.tensor_type.shape.dim[0]
@@ -64,29 +66,32 @@ def test_every_bundle_has_parity_and_checksums(bundles) -> None:
 
 def test_theoretical_speedups(bundles) -> None:
     _, made = bundles
-    assert made["dense"]["cost"]["theoretical_speedup"] == pytest.approx(1.0)
-    assert made["unstructured"]["cost"]["theoretical_speedup"] == pytest.approx(2.0, rel=0.05)
-    assert made["nm"]["cost"]["theoretical_speedup"] == pytest.approx(2.0, rel=0.05)
-    assert made["channel"]["cost"]["theoretical_speedup"] >= 2.0 * 0.98
+    assert made["dense"].cost["theoretical_speedup"] == pytest.approx(1.0)
+    assert made["unstructured"].cost["theoretical_speedup"] == pytest.approx(2.0, rel=0.05)
+    assert made["nm"].cost["theoretical_speedup"] == pytest.approx(2.0, rel=0.05)
+    assert made["channel"].cost["theoretical_speedup"] >= 2.0 * 0.98
 
 
 def test_nm_manifest_records_per_layer_eligibility(bundles) -> None:
     _, made = bundles
-    layers = {layer["name"]: layer for layer in made["nm"]["sparsity"]["layers"]}
+    layers = {layer["name"]: layer for layer in made["nm"].sparsity["layers"]}
     assert layers["layer1.conv1"]["nm_2_4"] is True
     assert layers["stem.0"]["nm_2_4"] is False
     assert "not a multiple of 4" in layers["stem.0"]["nm_reason"]
-    assert made["nm"]["sparsity"]["sparse_weights"] is True
+    assert made["nm"].sparsity["sparse_weights"] is True
 
 
 def test_bench_checks_reference_and_compares(bundles) -> None:
     root, _ = bundles
     record = run_bench(BenchRequest([root / "channel"], root / "dense", (1, 4), QUICK))
-    channel = next(v for v in record["variants"] if v["name"] == "channel")
-    assert channel["reference_check"]["passed"]
-    assert set(channel["latency"]) == {"1", "4"}
-    assert channel["comparison"]["per_batch"]["4"]["measured_speedup"] > 0
-    assert record["power"]["energy_mj_per_inference"] is None and record["power"]["reason"]
+    channel = record.variant("channel")
+    assert channel.reference_check is not None and channel.reference_check["passed"]
+    assert set(channel.latency) == {"1", "4"}
+    assert channel.comparison is not None and channel.comparison["per_batch"]["4"]["measured_speedup"] > 0
+    assert record.baseline is not None and record.baseline.comparison is None
+    assert record.power is not None and record.power["energy_mj_per_inference"] is None and record.power["reason"]
+    # The JSON form reads back as the same record (the report's and the agent's path).
+    assert ResultRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
 
 
 class NotDeterministic(nn.Module):
@@ -129,11 +134,12 @@ class ConstantSource:
 def test_energy_per_inference_with_a_sensor(bundles) -> None:
     root, _ = bundles
     request = BenchRequest(
-        [root / "channel"], None, (1,), QUICK, power_source=ConstantSource(), idle_s=0.6, energy_s=0.6
+        [root / "channel"], None, (1,), QUICK, BenchOptions(idle_s=0.6, energy_s=0.6), ConstantSource()
     )  # several 10 Hz samples inside each window, even under load
     record = run_bench(request)
-    energy = record["variants"][0]["energy"]["1"]
-    assert record["power"]["source"] == "constant"
+    assert record.variants[0].energy is not None and record.power is not None
+    energy = record.variants[0].energy["1"]
+    assert record.power["source"] == "constant"
     # Constant 2 W: gross energy per inference is 2000 mW * window / inferences; net is ~0.
     assert energy["energy_mj_per_inference"] > 0
     assert abs(energy["energy_mj_per_inference_net"]) < 0.05 * energy["energy_mj_per_inference"]
@@ -152,8 +158,8 @@ class CountingSource(ConstantSource):
 def test_energy_counter_is_kept_beside_the_sampled_figure(bundles) -> None:
     root, _ = bundles
     request = BenchRequest(
-        [root / "channel"], None, (1,), QUICK, power_source=CountingSource(), idle_s=0.6, energy_s=0.6
+        [root / "channel"], None, (1,), QUICK, BenchOptions(idle_s=0.6, energy_s=0.6), CountingSource()
     )
-    energy = run_bench(request)["variants"][0]["energy"]["1"]
+    energy = (run_bench(request).variants[0].energy or {})["1"]
     # Same 2 W seen two ways: the counter's difference and the integral of the samples agree.
     assert energy["counter_energy_mj_per_inference"] == pytest.approx(energy["energy_mj_per_inference"], rel=0.05)

@@ -51,12 +51,12 @@ def dynamic_batch_runs(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def fp16(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+def fp16(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bundle.Manifest]:
     out = tmp_path_factory.mktemp("fp16") / "b"
     return out, package(out, "fp16", eval_data=EVAL)
 
 
-def test_fp16_model_keeps_float32_io(fp16: tuple[Path, dict[str, Any]]) -> None:
+def test_fp16_model_keeps_float32_io(fp16: tuple[Path, bundle.Manifest]) -> None:
     path, manifest = fp16
     proto = onnx.load(str(path / "model.onnx"))
     assert {v.type.tensor_type.elem_type for v in [*proto.graph.input, *proto.graph.output]} == {onnx.TensorProto.FLOAT}
@@ -65,32 +65,32 @@ def test_fp16_model_keeps_float32_io(fp16: tuple[Path, dict[str, Any]]) -> None:
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert proto.opset_import[0].version == 17
     dynamic_batch_runs(path / "model.onnx")
-    assert manifest["fp16"]["io_dtype"] == "float32"
+    assert manifest.fp16["io_dtype"] == "float32"
 
 
-def test_fp16_manifest_and_device_check(fp16: tuple[Path, dict[str, Any]]) -> None:
+def test_fp16_manifest_and_device_check(fp16: tuple[Path, bundle.Manifest]) -> None:
     path, manifest = fp16
-    parity = manifest["parity"]
-    assert manifest["precision"] == "fp16" and parity["passed"]
+    parity = manifest.parity
+    assert manifest.precision == "fp16" and parity["passed"]
     assert parity["atol"] == pytest.approx(0.01 * parity["output_scale"])
     assert 0 < parity["max_abs_diff"] < parity["atol"]
     assert parity["export"]["passed"] and parity["export"]["max_abs_diff"] < 1e-4
     assert parity["vs_fp32"]["top1_agreement"] == 1.0 and parity["vs_fp32"]["samples"] == 128
     # The TensorRT 10 alternative is real: the FP32 model ships and is checksummed.
-    trt10 = manifest["precision_detail"]["tensorrt_10"]
+    trt10 = manifest.precision_detail["tensorrt_10"]
     assert trt10["builder_flags"] == ["FP16"] and trt10["alternative"]["model_file"] == FP32_MODEL_FILE
-    assert FP32_MODEL_FILE in manifest["files"] and manifest["precision_detail"]["tensorrt_11"]["builder_flags"] == []
+    assert FP32_MODEL_FILE in manifest.files and manifest.precision_detail["tensorrt_11"]["builder_flags"] == []
     # reference.npz holds PyTorch FP32 outputs; the device check passes within atol.
     with np.load(path / "reference.npz") as ref:
         with torch.no_grad():
             want = trained_tiny()(torch.from_numpy(ref["input:input"])).numpy()
         np.testing.assert_allclose(ref["output:logits"], want, atol=1e-5)
     assert device_check(path)["passed"]
-    assert manifest["model"]["accuracy"] == pytest.approx(1.0) and manifest["model"]["accuracy_pytorch"] == 1.0
+    assert manifest.model.accuracy == pytest.approx(1.0) and manifest.model.extra["accuracy_pytorch"] == 1.0
 
 
 @pytest.fixture(scope="module")
-def int8(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict[str, Any]]]:
+def int8(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, bundle.Manifest]]:
     root = tmp_path_factory.mktemp("int8")
     return {
         method: (root / method, package(root / method, "int8", calibration=CALIB, int8=Int8Config(method=method)))
@@ -99,7 +99,7 @@ def int8(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict
 
 
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
-def test_int8_is_explicit_symmetric_qdq(int8: dict[str, tuple[Path, dict[str, Any]]], method: str) -> None:
+def test_int8_is_explicit_symmetric_qdq(int8: dict[str, tuple[Path, bundle.Manifest]], method: str) -> None:
     path, manifest = int8[method]
     proto = onnx.load(str(path / "model.onnx"))
     inits = {i.name: i for i in proto.graph.initializer}
@@ -115,15 +115,15 @@ def test_int8_is_explicit_symmetric_qdq(int8: dict[str, tuple[Path, dict[str, An
         assert len(inits[node.input[1]].dims) == 1 and inits[node.input[1]].dims[0] > 1  # per channel
         assert np.abs(numpy_helper.to_array(inits[node.input[0]])).max() <= 64  # 7-bit range
     dynamic_batch_runs(path / "model.onnx")
-    calib = manifest["calibration"]
+    calib = manifest.calibration
     assert (calib["method"], calib["samples"], calib["weight_bits"]) == (method, 64, 7)
-    assert calib["file"] == "calib.npz" and "calib.npz" in manifest["files"]
+    assert calib["file"] == "calib.npz" and "calib.npz" in manifest.files
 
 
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
-def test_int8_parity_checks_the_runtime(int8: dict[str, tuple[Path, dict[str, Any]]], method: str) -> None:
+def test_int8_parity_checks_the_runtime(int8: dict[str, tuple[Path, bundle.Manifest]], method: str) -> None:
     path, manifest = int8[method]
-    parity = manifest["parity"]
+    parity = manifest.parity
     vs = parity["vs_fp32"]
     assert vs["top1_agreement"] >= 0.9 and vs["samples"] == 64 and vs["max_abs_diff"] > 0
     assert parity["atol"] == pytest.approx(0.05 * parity["output_scale"]) and parity["passed"]
@@ -132,10 +132,10 @@ def test_int8_parity_checks_the_runtime(int8: dict[str, tuple[Path, dict[str, An
         np.testing.assert_array_equal(ref["output:logits"], exact)  # the INT8 model's own outputs
         np.testing.assert_array_equal(ref["input:input"], CALIB[:8])
     assert device_check(path)["passed"]
-    assert manifest["precision_detail"]["tensorrt_10"]["builder_flags"] == ["INT8", "FP16"]
+    assert manifest.precision_detail["tensorrt_10"]["builder_flags"] == ["INT8", "FP16"]
 
 
-def test_int8_gross_breakage_fails_and_keeps_the_old_bundle(int8: dict[str, tuple[Path, dict[str, Any]]]) -> None:
+def test_int8_gross_breakage_fails_and_keeps_the_old_bundle(int8: dict[str, tuple[Path, bundle.Manifest]]) -> None:
     path, _ = int8["minmax"]
     before = (path / "manifest.json").read_text()
     # Calibrating on inputs 10^4 times too large (preprocessing that does not match deployment)
@@ -161,7 +161,7 @@ def test_int8_needs_calibration_of_the_right_shape(tmp_path: Path) -> None:
 def test_nm_int8_bundle_records_per_layer_eligibility(tmp_path: Path) -> None:
     pruned, _, _ = prune_model(trained_tiny(), INPUT_SHAPE, PruneRequest("nm"))
     manifest = package(tmp_path / "nm", "int8", model=pruned, pattern="nm", calibration=CALIB, archive=True)
-    layers = {layer["name"]: layer for layer in manifest["sparsity"]["layers"]}
+    layers = {layer["name"]: layer for layer in manifest.sparsity["layers"]}
     assert set(layers) == {"conv1", "conv2", "fc"}
     assert layers["conv2"]["nm_2_4"] and layers["conv2"]["through"] == ["DequantizeLinear"]
     assert layers["conv2"]["axis"] == 1 and layers["conv2"]["violations"] == 0
@@ -170,12 +170,12 @@ def test_nm_int8_bundle_records_per_layer_eligibility(tmp_path: Path) -> None:
     # The pruner leaves the classifier dense by default; the check says so, along the Gemm's K axis.
     assert not layers["fc"]["nm_2_4"] and layers["fc"]["op"] == "Gemm" and layers["fc"]["axis"] == 1
     assert "do not follow 2:4 along the reduction axis (axis 1): 8 of 8 runs" in layers["fc"]["nm_reason"]
-    sparsity = manifest["sparsity"]
+    sparsity = manifest.sparsity
     assert sparsity["trt_sparse_weights"] and (sparsity["eligible_layers"], sparsity["checked_layers"]) == (1, 3)
     assert "note" not in sparsity  # int8 lets TensorRT use sparse kernels; fp32 bundles get a note
     # --archive: the .tar.gz unpacks into the same verified bundle.
     read = bundle.unpack_bundle(tmp_path / "nm.tar.gz", tmp_path / "unpacked")
-    assert read["files"] == manifest["files"]
+    assert read.files == manifest.files
 
 
 def test_refuses_to_replace_a_folder_that_is_not_a_bundle(tmp_path: Path) -> None:
@@ -186,7 +186,7 @@ def test_refuses_to_replace_a_folder_that_is_not_a_bundle(tmp_path: Path) -> Non
     assert (tmp_path / "data" / "precious.txt").read_text() == "keep me"
 
 
-def test_model_file_that_is_not_onnx(fp16: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+def test_model_file_that_is_not_onnx(fp16: tuple[Path, bundle.Manifest], tmp_path: Path) -> None:
     path, _ = fp16
     # A consistent bundle (checksums match) whose model.onnx is garbage: the bundle read that
     # checks the model says so; without it the checksum still verifies.
@@ -195,7 +195,7 @@ def test_model_file_that_is_not_onnx(fp16: tuple[Path, dict[str, Any]], tmp_path
     src.mkdir()
     (src / "model.onnx").write_bytes(b"\x00\x01 definitely not a protobuf model")
     files = {"model.onnx": src / "model.onnx", "reference.npz": path / "reference.npz"}
-    manifest = {k: v for k, v in data.items() if k not in ("files", "schema_version")}
+    manifest = bundle.Manifest.from_dict(data)
     bad = bundle.write_bundle(tmp_path / "bad", manifest, files)
     bundle.read_manifest(bad)
     with pytest.raises(BundleError, match="model.onnx is not an ONNX model"):

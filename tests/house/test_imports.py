@@ -7,9 +7,10 @@ import sys
 
 from tests.house.imports import cycles, graph
 
-# What the device side may import: the bundle contract, the N:M rule, the vocabulary and the errors. Never torch
+# What the device side may import: the bundle and result-record contracts, the N:M rule, the vocabulary and the
+# errors. Never torch
 # (checked at run time below), never the host's packages (checked here, imports inside functions too).
-DEVICE_MAY_IMPORT = {"bundle", "errors", "nm", "vocab"}
+DEVICE_MAY_IMPORT = {"bundle", "errors", "nm", "record", "vocab"}
 
 
 def test_no_cycle_between_subpackages() -> None:
@@ -36,7 +37,7 @@ class Block:
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
 import pkgutil, importlib
-import edgeprune, edgeprune.bundle, edgeprune.device, edgeprune.nm, edgeprune.vocab
+import edgeprune, edgeprune.bundle, edgeprune.device, edgeprune.nm, edgeprune.record, edgeprune.vocab
 assert issubclass(edgeprune.EdgepruneError, Exception)
 for mod in pkgutil.walk_packages(edgeprune.device.__path__, 'edgeprune.device.'):
     if mod.name.endswith('__main__'):

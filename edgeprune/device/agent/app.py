@@ -34,7 +34,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -48,7 +48,7 @@ from edgeprune.device import provenance
 from edgeprune.device.agent.config import AgentConfig
 from edgeprune.device.agent.jobs import JobRunner
 from edgeprune.device.agent.store import Store, StoreLock
-from edgeprune.device.measure.settings import MeasureConfig
+from edgeprune.device.measure.settings import BenchOptions, MeasureConfig
 from edgeprune.errors import BundleError, EdgepruneError, StoreError, UsageError
 
 log = logging.getLogger("edgeprune.agent")
@@ -77,12 +77,7 @@ class JobBody(BaseModel):
     )
     config: MeasureConfig = Field(default_factory=MeasureConfig)
     timeout_s: float | None = Field(default=None, gt=0)
-    # The rest of edgeprune.device.measure.bench.BenchRequest, with its defaults (a test keeps them equal).
-    intra_op_threads: int = Field(default=0, ge=0, le=1024)
-    power: bool = True
-    idle_s: float = Field(default=10.0, ge=0, le=600)
-    energy_s: float = Field(default=5.0, gt=0, le=600)
-    runner: Literal["ort", "ort-cuda", "trt"] = "ort"
+    options: BenchOptions = Field(default_factory=BenchOptions)
 
 
 def _unauthorized() -> HTTPException:
@@ -369,7 +364,7 @@ def create_app(config: AgentConfig) -> FastAPI:
                     shutil.rmtree(target)  # a folder without its row: a crash mid-ingest
                 staging.rename(target)
                 _fsync_dir(config.bundles_dir)
-                created = store.add_bundle(bundle_id, str(manifest["name"]), manifest, size)
+                created = store.add_bundle(bundle_id, manifest.name, manifest.to_dict(), size)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         row = store.get_bundle(bundle_id)

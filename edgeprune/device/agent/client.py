@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edgeprune.bundle import pack_bundle
-from edgeprune.device.measure.settings import MeasureConfig
+from edgeprune.device.measure.settings import BenchOptions, MeasureConfig
 from edgeprune.errors import AgentError, UsageError
 
 ProgressFn = Callable[[str, float], None]
@@ -180,7 +180,7 @@ class AgentClient:
         batch_sizes: Sequence[int] = (1,),
         config: Any = None,
         timeout_s: float | None = None,
-        options: Mapping[str, Any] | None = None,
+        options: BenchOptions | None = None,
     ) -> dict[str, Any]:
         """``POST /v1/jobs``; returns the queued job (``id``, ``state``, ``queue_position``).
 
@@ -190,11 +190,10 @@ class AgentClient:
             batch_sizes: each bundle is timed at each of these.
             config: MeasureConfig (or a mapping of its fields); None takes the agent's defaults.
             timeout_s: kill the measurement after this long (at most the agent's limit).
-            options: other BenchRequest settings: ``power``, ``idle_s``, ``energy_s``,
-                ``intra_op_threads``.
+            options: runner, threads and power sampling; None takes the defaults (those of a local run).
         """
         body: dict[str, Any] = {
-            **dict(options or {}),
+            "options": (options or BenchOptions()).to_dict(),
             "bundles": list(bundle_ids),
             "baseline": baseline_id,
             "batch_sizes": [int(b) for b in batch_sizes],
@@ -339,7 +338,7 @@ def submit_and_wait(
     *,
     poll_s: float = 0.5,
     timeout_s: float = 6 * 3600.0,
-    options: Mapping[str, Any] | None = None,
+    options: BenchOptions | None = None,
 ) -> dict[str, Any]:
     """Measure bundles on an agent: upload them, queue one job, follow it, return its result record.
 
@@ -354,8 +353,8 @@ def submit_and_wait(
         on_progress: ``(label, fraction)`` callback, as for local runs.
         poll_s: seconds between status polls.
         timeout_s: how long to wait for the job before giving up.
-        options: other BenchRequest settings for the agent (``power``, ``idle_s``, ``energy_s``,
-            ``intra_op_threads``); the agent's defaults are those of a local run.
+        options: runner, threads and power sampling (:class:`BenchOptions`); None takes the
+            defaults, which are those of a local run.
 
     Returns:
         The result record (the same contract as a local ``run_bench``), with an ``agent`` section

@@ -31,8 +31,6 @@ log = logging.getLogger("edgeprune.agent")
 
 RESTARTED_REASON = "agent restarted while the job was running"
 STOPPED_REASON = "agent was stopped while the job was running; submit it again"
-# Job fields handed to BenchRequest as they are.
-BENCH_OPTIONS = ("intra_op_threads", "power", "idle_s", "energy_s", "runner")
 _STDERR_TAIL_CHARS = 600
 
 
@@ -137,7 +135,7 @@ class JobRunner:
             "baseline": str(bundles / request["baseline"]) if request.get("baseline") else None,
             "batch_sizes": request["batch_sizes"],
             "config": request["config"],
-            "options": {key: request[key] for key in BENCH_OPTIONS if key in request},
+            "options": request.get("options") or {},
             "agent": {
                 "job_id": job_id,
                 "bundle_ids": request["bundles"],

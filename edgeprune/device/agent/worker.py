@@ -7,7 +7,7 @@ that the process being measured holds only the model under test: no web server, 
 Protocol, all files inside the job folder (written atomically: temp file, then rename):
 
 * ``request.json`` (read): ``bundles`` and ``baseline`` as folder paths, ``batch_sizes``,
-  ``config`` (MeasureConfig fields), ``options`` (other BenchRequest fields: power, idle_s, ...),
+  ``config`` (MeasureConfig fields), ``options`` (BenchOptions fields: runner, power, idle_s, ...),
   ``agent`` (job and bundle ids, copied into the result) and ``agent_pid``.
 * ``progress.json`` (written while running): ``{"fraction": 0..1, "label": "...",
   "step_fraction": 0..1}``: overall progress, the current step, and how far that step is.
@@ -132,23 +132,20 @@ def run_job(job_dir: Path) -> dict[str, Any]:
     progress.write(0.0, "loading models", 0.0, force=True)
 
     # Heavy imports (numpy, onnxruntime) happen here, in the subprocess only.
-    from dataclasses import fields
-
     from edgeprune.device.measure.bench import BenchRequest, run_bench
-    from edgeprune.device.measure.settings import MeasureConfig
+    from edgeprune.device.measure.settings import BenchOptions, MeasureConfig
 
-    known = {f.name for f in fields(BenchRequest)}
     bench_request = BenchRequest(
         bundles=[Path(p) for p in request["bundles"]],
         baseline=Path(request["baseline"]) if request.get("baseline") else None,
         batch_sizes=tuple(int(b) for b in request["batch_sizes"]),
         config=MeasureConfig.from_dict(request["config"]),
-        **{key: value for key, value in options.items() if key in known},
+        options=BenchOptions.from_dict(options),
     )
     record = run_bench(bench_request, on_progress=progress)
-    record["agent"] = request.get("agent", {})
+    record.extra["agent"] = request.get("agent", {})
     progress.write(1.0, "writing result", 1.0, force=True)
-    return record
+    return record.to_dict()
 
 
 def main(argv: list[str] | None = None) -> int:

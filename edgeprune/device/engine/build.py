@@ -116,7 +116,7 @@ def build_engine(
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
     onnx_path = bundle_dir / MODEL_FILE
-    onnx_sha256 = str(manifest["files"][MODEL_FILE])
+    onnx_sha256 = manifest.files[MODEL_FILE]
     options = options or options_for_bundle(manifest)
     cache = cache or EngineCache()
 
@@ -188,8 +188,8 @@ def build_engine(
     log_text = "\n".join(logger.lines) + "\n"
     meta = {
         "onnx_sha256": onnx_sha256,
-        "bundle_name": manifest.get("name"),
-        "bundle_precision": manifest.get("precision"),
+        "bundle_name": manifest.name,
+        "bundle_precision": manifest.precision,
         "trt_version": trt_version,
         "cuda_version": device.get("cuda_runtime_version"),
         "cuda_driver_version": device.get("cuda_driver_version"),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeprune.bundle import PRECISIONS
+from edgeprune.bundle import PRECISIONS, Manifest
 from edgeprune.errors import EngineBuildError, UsageError
 from edgeprune.vocab import NM_NAMES
 
@@ -123,20 +123,20 @@ def cache_key(onnx_sha256: str, trt_version: str, compute_capability: str, optio
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def wants_sparse_weights(manifest: Mapping[str, Any]) -> bool:
+def wants_sparse_weights(manifest: Manifest) -> bool:
     """Whether a bundle asks for TensorRT's 2:4 sparse kernels.
 
     True when the manifest's sparsity pattern is N:M (``nm``/``2:4``), or when it sets
     ``sparsity.trt_sparse_weights`` explicitly (which also lets a bundle opt out).
     """
-    sparsity = manifest.get("sparsity") or {}
+    sparsity = manifest.sparsity
     if "trt_sparse_weights" in sparsity:
         return bool(sparsity["trt_sparse_weights"])
-    return str(sparsity.get("pattern", "")).lower() in NM_NAMES
+    return str(manifest.pattern or "").lower() in NM_NAMES
 
 
 def options_for_bundle(
-    manifest: Mapping[str, Any],
+    manifest: Manifest,
     *,
     batch_sizes: Sequence[int] = (1,),
     opt_batch: int | None = None,
@@ -160,7 +160,7 @@ def options_for_bundle(
     if not sizes or sizes[0] < 1:
         raise UsageError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
     return BuildOptions(
-        precision=str(manifest.get("precision", "fp32")),
+        precision=manifest.precision,
         sparse_weights=wants_sparse_weights(manifest),
         workspace_bytes=workspace_bytes,
         min_batch=sizes[0],

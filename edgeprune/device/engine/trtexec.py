@@ -41,6 +41,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from edgeprune.bundle import Manifest
 from edgeprune.device.engine import SUPPORTED_TRT_MAJORS, BuildOptions
 from edgeprune.device.engine.logs import (
     parse_engine_info,
@@ -85,9 +86,9 @@ def _concrete(shape: Sequence[int | str | None], batch: int, name: str) -> list[
     return dims
 
 
-def input_shapes_from_manifest(manifest: Mapping[str, Any]) -> dict[str, list[int | str | None]]:
+def input_shapes_from_manifest(manifest: Manifest) -> dict[str, list[int | str | None]]:
     """Input name -> shape (symbolic batch kept as a string) from a bundle manifest."""
-    return {str(i["name"]): list(i["shape"]) for i in manifest.get("inputs", [])}
+    return {spec.name: list(spec.shape) for spec in manifest.inputs}
 
 
 def mode_flags(

@@ -18,83 +18,44 @@ from typing import Any
 import numpy as np
 
 from edgeprune import bundle as bundle_mod
+from edgeprune.bundle import Manifest
 from edgeprune.device import provenance
-from edgeprune.device.measure.timing import MeasureConfig, measure_interleaved, summarize
+from edgeprune.device.measure.settings import BenchOptions, MeasureConfig
+from edgeprune.device.measure.timing import measure_interleaved, summarize
 from edgeprune.device.runners.base import Runner
 from edgeprune.device.runners.ort import OrtRunner
-from edgeprune.errors import BundleError, UsageError
-from edgeprune.vocab import RUNNERS
+from edgeprune.errors import BundleError
+from edgeprune.record import ResultRecord, Variant
 
-RESULT_SCHEMA_VERSION = 1
 BASELINE = "baseline"
-# RUNNERS (edgeprune.vocab): ``ort``: ONNX Runtime on the CPU; ``ort-cuda``: ONNX Runtime's CUDA
-# provider, nothing else (a missing provider is an error, not a silent fall-back to the CPU);
+# RUNNERS (edgeprune.vocab, checked by BenchOptions): ``ort``: ONNX Runtime on the CPU; ``ort-cuda``: ONNX
+# Runtime's CUDA provider, nothing else (a missing provider is an error, not a silent fall-back to the CPU);
 # ``trt``: a TensorRT engine built from the bundle (or taken from the engine cache) and run by
 # TrtRunner.
 
 
-def check_runner(name: str) -> None:
-    """Refuse a runner name that is not one of :data:`RUNNERS` (before anything is uploaded or run).
-
-    Raises:
-        UsageError: naming the choices.
-    """
-    if name not in RUNNERS:
-        raise UsageError(f"unknown runner '{name}': choose one of {', '.join(RUNNERS)}")
-
-
-def check_options(runner: str, intra_op_threads: int, idle_s: float, energy_s: float) -> None:
-    """The bench options a user sets, checked once for the local run and before an upload to an agent.
-
-    The limits are the agent API's (``JobBody``), so a value refused here is refused there too.
-
-    Raises:
-        UsageError: naming the option and its limits.
-    """
-    check_runner(runner)
-    if not 0 <= intra_op_threads <= 1024:
-        raise UsageError(f"--threads must be 0 (one per core) to 1024, got {intra_op_threads}")
-    if not 0 <= idle_s <= 600:
-        raise UsageError(f"--idle-s must be 0 to 600 seconds, got {idle_s}")
-    if not 0 < energy_s <= 600:
-        raise UsageError(f"--energy-s must be more than 0 and at most 600 seconds, got {energy_s}")
-
-
 @dataclass(frozen=True)
 class BenchRequest:
-    """What to measure.
+    """What to measure, and how.
 
     Attributes:
         bundles: bundle folders to measure.
         baseline: the dense bundle the variants are compared with, or None.
         batch_sizes: each bundle is timed at each of these.
         config: warm-up and stopping rule.
-        intra_op_threads: ONNX Runtime threads (0: one per physical core).
-        power: sample power if this machine has a sensor (see :mod:`edgeprune.device.measure.energy`).
+        options: runner, threads and power sampling (see :class:`BenchOptions`).
         power_source: use this source instead of detecting one (tests, or a chosen rail).
-        idle_s: seconds of idle sampling for the baseline subtracted from loaded power.
-        energy_s: seconds each bundle runs alone, per batch size, while power is sampled.
-        runner: one of :data:`RUNNERS`.
     """
 
     bundles: Sequence[Path]
     baseline: Path | None = None
     batch_sizes: Sequence[int] = (1,)
     config: MeasureConfig = MeasureConfig()
-    intra_op_threads: int = 0
-    power: bool = True
+    options: BenchOptions = BenchOptions()
     power_source: Any = None
-    idle_s: float = 10.0
-    energy_s: float = 5.0
-    runner: str = "ort"
-
-    def __post_init__(self) -> None:
-        check_options(self.runner, self.intra_op_threads, self.idle_s, self.energy_s)
 
 
-def check_reference(
-    bundle_dir: Path, manifest: dict[str, Any], runner: Runner, tensorrt: bool = False
-) -> dict[str, Any]:
+def check_reference(bundle_dir: Path, manifest: Manifest, runner: Runner, tensorrt: bool = False) -> dict[str, Any]:
     """Run the bundle's reference inputs and compare with its reference outputs.
 
     TensorRT runs FP32 layers in TF32 on Ampere and newer GPUs, so for it the manifest's wider
@@ -105,10 +66,10 @@ def check_reference(
     """
     path = bundle_dir / bundle_mod.REFERENCE_FILE
     with np.load(path, allow_pickle=False) as ref:
-        inputs = {spec["name"]: ref[f"input:{spec['name']}"] for spec in manifest["inputs"]}
-        expected = {spec["name"]: ref[f"output:{spec['name']}"] for spec in manifest["outputs"]}
+        inputs = {spec.name: ref[f"input:{spec.name}"] for spec in manifest.inputs}
+        expected = {spec.name: ref[f"output:{spec.name}"] for spec in manifest.outputs}
     got = runner.infer(inputs)
-    parity = manifest["parity"]
+    parity = manifest.parity
     atol = float(parity.get("atol_tensorrt", parity.get("atol", 1e-4)) if tensorrt else parity.get("atol", 1e-4))
     worst = 0.0
     for name, want in expected.items():
@@ -116,19 +77,19 @@ def check_reference(
         worst = max(worst, diff)
     if worst > atol:
         raise BundleError(
-            f"bundle {manifest['name']}: outputs differ from reference.npz by {worst:.3g} (> atol {atol}); "
+            f"bundle {manifest.name}: outputs differ from reference.npz by {worst:.3g} (> atol {atol}); "
             "the runtime computes a different model than was packaged"
         )
     return {"max_abs_diff": worst, "atol": atol, "passed": True}
 
 
-def make_feeds(manifest: dict[str, Any], batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+def make_feeds(manifest: Manifest, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Random inputs shaped by the manifest, with the symbolic batch set to ``batch_size``."""
     rng = np.random.default_rng(seed)
     feeds = {}
-    for spec in manifest["inputs"]:
-        shape = [batch_size if not isinstance(d, int) else d for d in spec["shape"]]
-        feeds[spec["name"]] = rng.standard_normal(shape).astype(spec["dtype"])
+    for spec in manifest.inputs:
+        shape = [batch_size if not isinstance(d, int) else d for d in spec.shape]
+        feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
     return feeds
 
 
@@ -137,7 +98,7 @@ def peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def run_bench(request: BenchRequest, on_progress: Callable[[str, float], None] | None = None) -> dict[str, Any]:
+def run_bench(request: BenchRequest, on_progress: Callable[[str, float], None] | None = None) -> ResultRecord:
     """Measure the requested bundles and return one result record.
 
     Args:
@@ -147,12 +108,12 @@ def run_bench(request: BenchRequest, on_progress: Callable[[str, float], None] |
     Raises:
         BundleError: a bundle is invalid or computes the wrong outputs.
     """
-    loaded: dict[str, tuple[Path, dict[str, Any]]] = {}
+    loaded: dict[str, tuple[Path, Manifest]] = {}
     if request.baseline is not None:
         loaded[BASELINE] = (Path(request.baseline), bundle_mod.read_manifest(Path(request.baseline)))
     for path in request.bundles:
         manifest = bundle_mod.read_manifest(Path(path))
-        label = manifest["name"]
+        label = manifest.name
         if label in loaded:
             label = f"{label}@{Path(path).name}"
         loaded[label] = (Path(path), manifest)
@@ -165,28 +126,26 @@ def run_bench(request: BenchRequest, on_progress: Callable[[str, float], None] |
             engines[label] = engine
         if on_progress is not None and engine is not None:
             on_progress(f"engine {label}", 1.0)
-    variants: dict[str, dict[str, Any]] = {}
+    variants: dict[str, Variant] = {}
     started = time.time()
     try:
         for label, runner in runners.items():
             runner.activate()
             path, manifest = loaded[label]
-            variants[label] = {
-                "name": manifest["name"],
-                "bundle": str(path),
-                "is_baseline": label == BASELINE,
-                "precision": manifest["precision"],
-                "pattern": manifest["sparsity"].get("pattern"),
-                "cost": manifest["cost"],
-                "accuracy": manifest["model"].get("accuracy"),
+            variants[label] = Variant(
+                name=manifest.name,
+                bundle=str(path),
+                is_baseline=label == BASELINE,
+                precision=manifest.precision,
+                pattern=manifest.pattern,
+                cost=manifest.cost,
+                accuracy=manifest.model.accuracy,
                 # False where a pruned model was packaged without fine-tuning (its accuracy says how much it lost).
-                "finetuned": (manifest["model"].get("summary") or {}).get("finetuned"),
-                "reference_check": check_reference(path, manifest, runner, tensorrt=request.runner == "trt"),
-                "model_file_bytes": (path / bundle_mod.MODEL_FILE).stat().st_size,
-                "latency": {},
-            }
-            if label in engines:
-                variants[label]["engine"] = engines[label]
+                finetuned=manifest.model.finetuned,
+                reference_check=check_reference(path, manifest, runner, tensorrt=request.options.runner == "trt"),
+                model_file_bytes=(path / bundle_mod.MODEL_FILE).stat().st_size,
+                engine=engines.get(label),
+            )
         # Measure each variant interleaved with the baseline, one batch size at a time.
         others = [label for label in runners if label != BASELINE] or [BASELINE]
         for batch in request.batch_sizes:
@@ -200,10 +159,11 @@ def run_bench(request: BenchRequest, on_progress: Callable[[str, float], None] |
                     # The baseline is timed beside every variant; keep each pairing's own figures.
                     key = str(batch)
                     if lb == BASELINE and label != BASELINE:
-                        variants[label].setdefault("baseline_latency", {})[key] = stats
-                        variants[BASELINE]["latency"].setdefault(key, stats)
+                        pairing = variants[label].baseline_latency
+                        variants[label].baseline_latency = {**(pairing or {}), key: stats}
+                        variants[BASELINE].latency.setdefault(key, stats)
                     else:
-                        variants[lb]["latency"][key] = stats
+                        variants[lb].latency[key] = stats
 
         power = _measure_power(request, runners, loaded, variants, on_progress)
     finally:
@@ -211,14 +171,14 @@ def run_bench(request: BenchRequest, on_progress: Callable[[str, float], None] |
             runner.deactivate()
 
     for label, variant in variants.items():
-        variant["comparison"] = _compare(variant) if label != BASELINE else None
+        variant.comparison = _compare(variant) if label != BASELINE else None
     settings = next(iter(runners.values())).settings if runners else {}
     memory: dict[str, Any] = {
         "peak_rss_bytes": peak_rss_bytes(),
         "gpu_bytes": None,
         "gpu_reason": "the ONNX Runtime CPU runner uses no GPU memory",
     }
-    if request.runner == "trt":
+    if request.options.runner == "trt":
         sizes = [e.get("device_memory_bytes") for e in engines.values()]
         known = [int(b) for b in sizes if b is not None]
         memory["gpu_bytes"] = max(known) if known else None
@@ -227,43 +187,41 @@ def run_bench(request: BenchRequest, on_progress: Callable[[str, float], None] |
             if known
             else "TensorRT did not report the engines' device memory"
         )
-    elif request.runner == "ort-cuda":
+    elif request.options.runner == "ort-cuda":
         memory["gpu_reason"] = "ONNX Runtime's CUDA provider does not report its memory"
-    return {
-        "schema_version": RESULT_SCHEMA_VERSION,
-        "kind": "edgeprune.result",
-        "created_unix_s": started,
-        "provenance": provenance.collect(),
-        "runner": {
-            "name": runners[next(iter(runners))].name if runners else request.runner,
-            "kind": request.runner,
+    return ResultRecord(
+        created_unix_s=started,
+        provenance=provenance.collect(),
+        runner={
+            "name": runners[next(iter(runners))].name if runners else request.options.runner,
+            "kind": request.options.runner,
             "settings": settings,
         },
-        "method": {
+        method={
             "warmup_s": request.config.warmup_s,
             "min_iterations": request.config.min_iterations,
             "min_duration_s": request.config.min_duration_s,
             "interleaved_chunk": request.config.chunk,
             "timer": "host perf_counter_ns around infer(), inputs already in host memory",
         },
-        "memory": memory,
-        "power": power,
-        "variants": list(variants.values()),
-    }
+        memory=memory,
+        power=power,
+        variants=list(variants.values()),
+    )
 
 
-def make_runner(request: BenchRequest, path: Path, manifest: dict[str, Any]) -> tuple[Runner, dict[str, Any] | None]:
+def make_runner(request: BenchRequest, path: Path, manifest: Manifest) -> tuple[Runner, dict[str, Any] | None]:
     """The runner for one bundle, and for TensorRT the engine build's report.
 
     Raises:
         MissingDependencyError: the runner's library (TensorRT, cuda-python) is not installed.
         EngineBuildError: TensorRT could not build the bundle's engine.
     """
-    model = path / bundle_mod.MODEL_FILE
-    if request.runner == "ort":
-        return OrtRunner(model, intra_op_threads=request.intra_op_threads), None
-    if request.runner == "ort-cuda":
-        return OrtRunner(model, providers=("CUDAExecutionProvider",), intra_op_threads=request.intra_op_threads), None
+    model, threads = path / bundle_mod.MODEL_FILE, request.options.intra_op_threads
+    if request.options.runner == "ort":
+        return OrtRunner(model, intra_op_threads=threads), None
+    if request.options.runner == "ort-cuda":
+        return OrtRunner(model, providers=("CUDAExecutionProvider",), intra_op_threads=threads), None
     from edgeprune.device.engine import build_engine, options_for_bundle
     from edgeprune.device.runners.trt import TrtRunner
 
@@ -274,8 +232,8 @@ def make_runner(request: BenchRequest, path: Path, manifest: dict[str, Any]) -> 
 def _measure_power(
     request: BenchRequest,
     runners: Mapping[str, Runner],
-    loaded: dict[str, tuple[Path, dict[str, Any]]],
-    variants: dict[str, dict[str, Any]],
+    loaded: dict[str, tuple[Path, Manifest]],
+    variants: dict[str, Variant],
     on_progress: Callable[[str, float], None] | None,
 ) -> dict[str, Any]:
     """Energy per inference for every bundle and batch size, or null with the reason.
@@ -287,7 +245,7 @@ def _measure_power(
     from edgeprune.device.measure.energy import PowerSampler, measure_idle, no_power
     from edgeprune.device.sensors.source import detect_sources
 
-    if not request.power:
+    if not request.options.power:
         return no_power("power sampling was switched off for this run")
     source = request.power_source
     reasons: list[str] = []
@@ -299,7 +257,7 @@ def _measure_power(
         for other in others:
             other.close()
     try:
-        idle = measure_idle(source, request.idle_s)
+        idle = measure_idle(source, request.options.idle_s)
         for label, runner in runners.items():
             for batch in request.batch_sizes:
                 feeds = make_feeds(loaded[label][1], batch)
@@ -307,7 +265,7 @@ def _measure_power(
                 with PowerSampler(source) as sampler:
                     counter_start = _energy_counter_mj(source)
                     t0 = time.monotonic()
-                    while time.monotonic() - t0 < request.energy_s:
+                    while time.monotonic() - t0 < request.options.energy_s:
                         runner.infer(feeds)
                         count += 1
                     t1 = time.monotonic()
@@ -319,14 +277,14 @@ def _measure_power(
                     if counter_start is not None and counter_end is not None
                     else None
                 )
-                variants[label].setdefault("energy", {})[str(batch)] = report
+                variants[label].energy = {**(variants[label].energy or {}), str(batch): report}
                 if on_progress is not None:
                     on_progress(f"energy {label} b{batch}", 1.0)
         return {
             "source": source.name,
             "scope": source.scope,
             "idle": idle.to_dict(),
-            "energy_s_per_run": request.energy_s,
+            "energy_s_per_run": request.options.energy_s,
             "not_used": reasons,
         }
     finally:
@@ -349,14 +307,14 @@ def _energy_counter_mj(source: Any) -> float | None:
     return float(value) if value is not None else None
 
 
-def _compare(variant: dict[str, Any]) -> dict[str, Any] | None:
+def _compare(variant: Variant) -> dict[str, Any] | None:
     """Measured speedup per batch size (baseline p50 / variant p50, same run) beside theory."""
-    base = variant.get("baseline_latency")
+    base = variant.baseline_latency
     if not base:
         return None
-    theoretical = variant["cost"].get("theoretical_speedup")
+    theoretical = variant.cost.get("theoretical_speedup")
     per_batch = {}
-    for key, stats in variant["latency"].items():
+    for key, stats in variant.latency.items():
         measured = base[key]["p50_ms"] / stats["p50_ms"]
         per_batch[key] = {
             "measured_speedup": measured,
